@@ -1,0 +1,1 @@
+"""Metrics, structured logs, traces, and the scrubbing that keeps secrets out of them."""

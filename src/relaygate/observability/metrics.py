@@ -1,0 +1,149 @@
+"""Prometheus metrics with bounded label sets (route and provider names come from the
+config; anything a client invents is folded into `other`; model and team labels keep
+their first `MAX_LABEL_VALUES` values and fold the rest into `other`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from relaygate.pipeline.context import RequestContext
+from relaygate.routing.breaker import BreakerSnapshot
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+MAX_LABEL_VALUES = 200
+
+
+class BoundedLabel:
+    """The first `limit` distinct values pass; later ones become `other` (a client that
+    sends a new model name per request must not grow the registry without bound)."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if value is None or value == "":
+            return "none"
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return "other"
+        self.seen.add(value)
+        return value
+
+
+class GatewayMetrics:
+    def __init__(self, known_routes: set[str]) -> None:
+        self.registry = CollectorRegistry()
+        self.known_routes = known_routes
+        r = self.registry
+        self.requests = Counter("relaygate_requests", "Client requests", ["route", "status", "format"], registry=r)
+        self.latency = Histogram("relaygate_request_duration_seconds", "Request latency (to the last byte)",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("relaygate_time_to_first_token_seconds", "Stream time to first token",
+                              ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.attempts = Counter("relaygate_upstream_attempts", "Upstream calls",
+                                ["provider", "model", "status"], registry=r)
+        self.fallbacks = Counter("relaygate_fallbacks", "Requests served by a target other than the first",
+                                 ["route"], registry=r)
+        self.skips = Counter("relaygate_breaker_skips", "Targets skipped because their breaker was open",
+                             ["target"], registry=r)
+        self.breaker_state = Gauge("relaygate_breaker_state", "Breaker state (0 closed, 1 half-open, 2 open)",
+                                   ["target"], registry=r)
+        self.tokens = Counter("relaygate_tokens", "Tokens by kind", ["provider", "model", "kind"], registry=r)
+        self.team_tokens = Counter("relaygate_team_tokens", "Tokens by team and kind", ["team", "kind"],
+                                   registry=r)
+        self.cost = Counter("relaygate_cost_usd", "Spend in USD", ["provider", "model", "team"], registry=r)
+        self.refusals = Counter("relaygate_limit_refusals", "Requests refused by limits or budgets",
+                                ["reason"], registry=r)
+        self.cache = Counter("relaygate_cache_lookups", "Cache lookups by result", ["result", "route"], registry=r)
+        self.cache_hit_ratio = Gauge("relaygate_cache_hit_ratio", "Cache hits over lookups since start",
+                                     registry=r)
+        self.upstream_errors = Counter("relaygate_upstream_errors", "Failed upstream calls by provider and status",
+                                       ["provider", "status"], registry=r)
+        self.provider_fallbacks = Counter("relaygate_provider_fallbacks",
+                                          "Requests a provider failed that another target then served",
+                                          ["provider"], registry=r)
+        self.request_errors = Counter("relaygate_request_errors", "Requests answered with an error, by status class",
+                                      ["route", "class"], registry=r)
+        self.ledger_records = Counter("relaygate_ledger_records", "Usage records journaled", registry=r)
+        self.ledger_flushed = Counter("relaygate_ledger_flushed", "Usage records written to the database",
+                                      registry=r)
+        self.ledger_flush_errors = Counter("relaygate_ledger_flush_errors", "Failed ledger flushes (retried)",
+                                           registry=r)
+        self.ledger_backlog = Gauge("relaygate_ledger_backlog_bytes", "Journal bytes not yet in the database",
+                                    registry=r)
+        self.alerts_sent = Counter("relaygate_alerts", "Alert and webhook deliveries by event and outcome",
+                                   ["event", "outcome"], registry=r)
+        self.model_label = BoundedLabel()
+        self.team_label = BoundedLabel()
+        self._hits = 0
+        self._lookups = 0
+
+    def route_label(self, route: str) -> str:
+        return route if route in self.known_routes else ("direct" if "/" in route else "other")
+
+    def observe(self, ctx: RequestContext) -> None:
+        route = self.route_label(ctx.route_name)
+        self.requests.labels(route, str(ctx.status), ctx.format).inc()
+        if ctx.status >= 400:
+            self.request_errors.labels(route, f"{ctx.status // 100}xx").inc()
+        self.latency.labels(route).observe(ctx.elapsed_ms() / 1000)
+        if ctx.ttft_ms is not None:
+            self.ttft.labels(route).observe(ctx.ttft_ms / 1000)
+        for a in ctx.attempts:
+            model = self.model_label(a.model)
+            if a.skipped:
+                self.skips.labels(f"{a.provider}/{model}").inc()
+            else:
+                self.attempts.labels(a.provider, model, str(a.status)).inc()
+                if a.status >= 400:
+                    self.upstream_errors.labels(a.provider, str(a.status)).inc()
+        if ctx.degraded:
+            self.fallbacks.labels(route).inc()
+            failed = {a.provider for a in ctx.attempts if not a.skipped and a.status >= 400}
+            for provider in failed:
+                self.provider_fallbacks.labels(provider).inc()
+        if ctx.cache_status != "bypass":
+            self.cache.labels(ctx.cache_status, route).inc()
+            self._lookups += 1
+            if ctx.cache_status.startswith("hit"):
+                self._hits += 1
+        if ctx.status == 429 and ctx.upstream_calls == 0:
+            reason = "budget" if "budget" in (ctx.error or "").lower() else "rate_limit"
+            self.refusals.labels(reason).inc()
+        if ctx.usage is not None and ctx.served is not None:
+            p, m = ctx.served.provider, self.model_label(ctx.served.model)
+            team = self.team_label(ctx.principal.team if ctx.principal else None)
+            u = ctx.usage
+            for kind, value in (("input", u.input_tokens), ("output", u.output_tokens),
+                                ("cache_read", u.cache_read_tokens), ("cache_write", u.cache_write_tokens),
+                                ("reasoning", u.reasoning_tokens)):
+                if value:
+                    self.tokens.labels(p, m, kind).inc(value)
+                    self.team_tokens.labels(team, kind).inc(value)
+            if ctx.cost_usd:
+                self.cost.labels(p, m, team).inc(float(ctx.cost_usd))
+
+    def render(self, breakers: list[BreakerSnapshot]) -> bytes:
+        for b in breakers:
+            self.breaker_state.labels(b.target).set(_STATE_VALUE[b.state])
+        if self._lookups:
+            self.cache_hit_ratio.set(self._hits / self._lookups)
+        return generate_latest(self.registry)
+
+
+class MetricsStage:
+    """First in the list so its `on_complete` runs last, seeing the final outcome."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        return None
+
+    async def on_complete(self, ctx: RequestContext) -> None:
+        self.metrics.observe(ctx)

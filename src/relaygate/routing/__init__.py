@@ -1,0 +1,1 @@
+"""Strategies (single, fallback, loadbalance, conditional), retry with backoff, breakers."""

@@ -1,0 +1,1 @@
+"""The ASGI-free HTTP layer (aiohttp): routes, error envelopes, admin API, UI."""

@@ -1,0 +1,216 @@
+"""The OpenAI and Anthropic codecs: parsing, serialising, and streams, both directions."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaygate.errors import GatewayError, UpstreamError
+from relaygate.formats import anthropic, openai
+from relaygate.formats.sse import SSEParser
+from relaygate.formats.types import (
+    ChatResponse,
+    ImagePart,
+    StreamEnd,
+    StreamStart,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    ToolResultPart,
+    Usage,
+    collect_stream,
+)
+from tests.openapi_spec import validate
+
+OPENAI_TOOLS_CONVERSATION = {
+    "model": "m",
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "weather?"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}},
+            {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Rome"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "c2", "content": "rain"},
+        {"role": "user", "content": "thanks"},
+    ],
+    "tools": [{"type": "function", "function": {"name": "weather", "description": "d",
+                                                 "parameters": {"type": "object"}}}],
+    "tool_choice": "required",
+    "max_tokens": 50,
+    "temperature": 0.5,
+    "stop": "END",
+    "seed": 7,
+}
+
+
+def test_openai_request_parses_every_part() -> None:
+    req = openai.parse_request(OPENAI_TOOLS_CONVERSATION)
+    assert [p.text for p in req.system] == ["be brief"]
+    assert isinstance(req.messages[0].content[1], ImagePart)
+    assert req.messages[0].content[1].media_type == "image/png"
+    calls = req.messages[1].content
+    assert [c.arguments for c in calls if isinstance(c, ToolCallPart)] == ['{"city":"Paris"}', '{"city":"Rome"}']
+    results = req.messages[2].content  # both tool messages fold into one user turn
+    assert [r.tool_call_id for r in results if isinstance(r, ToolResultPart)] == ["c1", "c2"]
+    assert req.stop == ["END"] and req.tool_choice == "required" and req.extra == {"seed": 7}
+
+
+def test_openai_request_round_trips_through_the_common_types() -> None:
+    req = openai.parse_request(OPENAI_TOOLS_CONVERSATION)
+    body = openai.dump_request(req, "m")
+    again = openai.parse_request(body)
+    assert again.messages == req.messages and again.system == req.system and again.tools == req.tools
+    validate("CreateChatCompletionRequest", body)
+
+
+def test_openai_to_anthropic_keeps_tools_images_and_results() -> None:
+    body = anthropic.dump_request(openai.parse_request(OPENAI_TOOLS_CONVERSATION), "claude")
+    assert body["system"] == [{"type": "text", "text": "be brief"}]
+    assert body["tool_choice"] == {"type": "any"}
+    assert body["stop_sequences"] == ["END"]
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["user", "assistant", "user"]  # strict alternation: tool results + 'thanks' merged
+    assert body["messages"][0]["content"][1]["source"] == {"type": "base64", "media_type": "image/png", "data": "AAAA"}
+    uses = body["messages"][1]["content"]
+    assert [u["input"] for u in uses] == [{"city": "Paris"}, {"city": "Rome"}]
+    last = body["messages"][2]["content"]
+    assert [b["type"] for b in last] == ["tool_result", "tool_result", "text"]
+
+
+def test_anthropic_requires_max_tokens() -> None:
+    with pytest.raises(GatewayError) as err:
+        anthropic.parse_request({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert err.value.status == 400 and err.value.param == "max_tokens"
+
+
+def test_anthropic_request_to_openai_and_back() -> None:
+    body = {
+        "model": "m", "max_tokens": 10, "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "calling"},
+                                              {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42", "is_error": True}]},
+        ],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "f", "disable_parallel_tool_use": True},
+    }
+    req = anthropic.parse_request(body)
+    assert req.system[0].cache_control == {"type": "ephemeral"}
+    oai = openai.dump_request(req, "gpt")
+    assert oai["messages"][0] == {"role": "system", "content": "sys"}
+    assert oai["messages"][2]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a":1}'}
+    assert oai["messages"][3] == {"role": "tool", "tool_call_id": "t1", "content": "42"}
+    assert oai["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert oai["parallel_tool_calls"] is False
+    back = anthropic.dump_request(openai.parse_request(oai), "m")
+    assert back["messages"][1]["content"][1]["input"] == {"a": 1}
+
+
+def test_anthropic_rejects_json_schema_with_a_clear_400() -> None:
+    req = openai.parse_request({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}})
+    with pytest.raises(GatewayError) as err:
+        anthropic.dump_request(req, "claude")
+    assert err.value.status == 400 and err.value.param == "response_format"
+
+
+def test_usage_conventions_are_normalised() -> None:
+    # Anthropic reports cache tokens beside input; ours include them (OpenAI's convention).
+    u = anthropic.parse_usage({"input_tokens": 5000, "cache_read_input_tokens": 15000,
+                               "cache_creation_input_tokens": 0, "output_tokens": 300})
+    assert (u.input_tokens, u.cache_read_tokens, u.output_tokens) == (20000, 15000, 300)
+    assert anthropic.dump_usage(u)["input_tokens"] == 5000
+    o = openai.parse_usage({"prompt_tokens": 20000, "completion_tokens": 300,
+                            "prompt_tokens_details": {"cached_tokens": 15000},
+                            "completion_tokens_details": {"reasoning_tokens": 100}})
+    assert (o.input_tokens, o.cache_read_tokens, o.reasoning_tokens) == (20000, 15000, 100)
+
+
+def _response() -> ChatResponse:
+    return ChatResponse("r1", "m", [TextPart("hello"), ToolCallPart("c1", "f", '{"a":1}')], "tool_use",
+                        Usage(10, 5, 4, 0, 0), created=1)
+
+
+def test_openai_response_matches_the_published_schema() -> None:
+    body = openai.dump_response(_response(), "m")
+    validate("CreateChatCompletionResponse", body)
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    assert openai.parse_response(body).content == _response().content
+
+
+def test_anthropic_response_round_trip() -> None:
+    body = anthropic.dump_response(_response(), "m")
+    assert body["stop_reason"] == "tool_use"
+    assert body["usage"] == {"input_tokens": 6, "output_tokens": 5, "cache_creation_input_tokens": 0,
+                             "cache_read_input_tokens": 4}
+    back = anthropic.parse_response(body)
+    assert back.usage == _response().usage and back.tool_calls == _response().tool_calls
+
+
+EVENTS = [
+    StreamStart("r1", "m", Usage(10, 0)),
+    TextDelta("hel"), TextDelta("lo"),
+    ToolCallStart(0, "c1", "f"), ToolCallDelta(0, '{"a"'), ToolCallDelta(0, ":1}"),
+    ToolCallStart(1, "c2", "g"), ToolCallDelta(1, "{}"),
+    StreamEnd("tool_use", Usage(10, 7)),
+]
+
+
+@pytest.mark.parametrize("codec", ["openai", "anthropic"])
+def test_stream_encode_then_decode_is_lossless(codec: str) -> None:
+    enc: openai.StreamEncoder | anthropic.StreamEncoder
+    dec: openai.StreamDecoder | anthropic.StreamDecoder
+    if codec == "openai":
+        enc, dec = openai.StreamEncoder("m", True, "r1"), openai.StreamDecoder()
+    else:
+        enc, dec = anthropic.StreamEncoder("m", "r1"), anthropic.StreamDecoder()
+    wire = b"".join(enc.encode(e) for e in EVENTS) + enc.close()
+    events = dec.feed(wire) + dec.close()
+    got, want = collect_stream(events), collect_stream(EVENTS)
+    assert got.content == want.content and got.stop_reason == "tool_use"
+    assert got.usage.output_tokens == 7 and got.usage.input_tokens == 10
+
+
+def test_openai_stream_chunks_match_the_published_schema() -> None:
+    enc = openai.StreamEncoder("m", True, "r1")
+    for ev in EVENTS:
+        for sse in SSEParser().feed(enc.encode(ev)):
+            validate("CreateChatCompletionStreamResponse", orjson.loads(sse.data))
+
+
+def test_truncated_streams_are_errors_not_silent_ends() -> None:
+    dec = openai.StreamDecoder()
+    dec.feed(b'data: {"id":"x","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n')
+    with pytest.raises(UpstreamError):
+        dec.close()
+    adec = anthropic.StreamDecoder()
+    adec.feed(b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"x","usage":{}}}\n\n')
+    with pytest.raises(UpstreamError):
+        adec.close()
+
+
+def test_anthropic_stream_error_event_becomes_an_upstream_error() -> None:
+    dec = anthropic.StreamDecoder()
+    with pytest.raises(UpstreamError) as err:
+        dec.feed(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n')
+    assert err.value.status == 529
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30))
+def test_sse_parser_is_indifferent_to_chunk_boundaries(cuts: list[int]) -> None:
+    enc = anthropic.StreamEncoder("m", "r1")
+    wire = b"".join(enc.encode(e) for e in EVENTS) + enc.close()
+    whole = [(e.event, e.data) for e in SSEParser().feed(wire)]
+    parser, pos, pieces = SSEParser(), 0, []
+    for cut in cuts:
+        pieces.extend(parser.feed(wire[pos:pos + cut]))
+        pos += cut
+    pieces.extend(parser.feed(wire[pos:]))
+    assert [(e.event, e.data) for e in pieces] == whole
