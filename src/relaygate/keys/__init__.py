@@ -1,0 +1,1 @@
+"""Virtual keys, the org > team > key hierarchy and provider credentials (DESIGN §6)."""
