@@ -1,0 +1,109 @@
+"""The same tests against both exact-cache backends, then the LRU's own bound."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from relaygate.cache.store import AnswerStore, MemoryStore, RedisStore, StoreKey
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: Any, redis_url: str) -> AsyncIterator[AnswerStore]:
+    if request.param == "memory":
+        yield MemoryStore(1 << 20)
+        return
+    client = aioredis.Redis.from_url(redis_url)
+    yield RedisStore(client, prefix="rg:test:x:")
+    await client.aclose()
+
+
+def k(tenant: str = "org:a", route: str = "r", digest: str = "d1") -> StoreKey:
+    return StoreKey(tenant, route, digest)
+
+
+async def test_get_put_delete(store: AnswerStore) -> None:
+    assert await store.get(k()) is None
+    await store.put(k(), b"answer", 60)
+    assert await store.get(k()) == b"answer"
+    await store.put(k(), b"newer", 60)
+    assert await store.get(k()) == b"newer"
+    await store.delete(k())
+    assert await store.get(k()) is None
+
+
+async def test_tenants_and_routes_are_separate_keys(store: AnswerStore) -> None:
+    await store.put(k("org:a"), b"a", 60)
+    assert await store.get(k("org:b")) is None
+    assert await store.get(k("org:a", "other")) is None
+
+
+async def test_purge_by_tenant_route_or_both(store: AnswerStore) -> None:
+    for tenant in ("org:a", "org:b", "key:*?[x]"):  # glob characters in a name purge nothing else
+        for route in ("r1", "r2"):
+            await store.put(k(tenant, route), tenant.encode(), 60)
+    assert await store.purge("key:*?[x]") == 2
+    assert await store.purge("org:a", "r1") == 1
+    assert await store.get(k("org:a", "r2")) == b"org:a"
+    assert await store.purge(route="r2") == 2
+    assert await store.get(k("org:b", "r1")) == b"org:b"
+    assert await store.purge() == 1
+    assert await store.get(k("org:b", "r1")) is None
+
+
+async def test_redis_entries_expire_with_their_ttl(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisStore(client, prefix="rg:test:x:")
+    await store.put(k(), b"v", 30)
+    ttl = await client.ttl(store._name(k()))
+    assert 0 < ttl <= 30
+    await client.aclose()
+
+
+async def test_memory_entries_expire_with_their_ttl() -> None:
+    clock = Clock()
+    store = MemoryStore(1 << 20, clock=clock)
+    await store.put(k(), b"v", 30)
+    clock.now += 29
+    assert await store.get(k()) == b"v"
+    clock.now += 2
+    assert await store.get(k()) is None
+    assert store.bytes == 0
+
+
+async def test_lru_stays_within_its_byte_bound_and_evicts_least_recently_used() -> None:
+    evicted: list[int] = []
+    store = MemoryStore(10_000, on_evict=evicted.append)
+    for i in range(10):
+        await store.put(k(digest=f"d{i}"), b"x" * 900, 60)
+    assert store.bytes <= 10_000 and len(store) == 10
+    assert await store.get(k(digest="d0")) is not None  # d0 is now the most recent
+    await store.put(k(digest="d10"), b"x" * 900, 60)
+    await store.put(k(digest="d11"), b"x" * 900, 60)
+    assert store.bytes <= 10_000
+    assert await store.get(k(digest="d0")) is not None
+    assert await store.get(k(digest="d1")) is None and await store.get(k(digest="d2")) is None
+    assert store.evictions == sum(evicted) == 2
+    for i in range(200):
+        await store.put(k(digest=f"many{i}"), b"y" * (i * 7 % 1000), 60)
+        assert store.bytes <= 10_000
+    assert store.bytes == sum(item.size for item in store._items.values())
+
+
+async def test_an_entry_larger_than_the_bound_is_not_stored() -> None:
+    store = MemoryStore(1000)
+    await store.put(k(digest="small"), b"s" * 100, 60)
+    await store.put(k(digest="huge"), b"h" * 5000, 60)
+    assert await store.get(k(digest="huge")) is None
+    assert await store.get(k(digest="small")) is not None
