@@ -160,9 +160,14 @@ async def test_false_hit_feedback_counts_logs_and_invalidates(tmp_path: Any) -> 
 
 async def test_cache_metrics_by_tier_and_route(tmp_path: Any) -> None:
     async with gateway_client(make_config({}, tmp_path)) as client:
-        await post(client, chat())
+        _, first = await post(client, chat())
         await post(client, chat())
         metrics = await (await client.get("/metrics")).text()
+        # provider tokens count what the provider billed: the hit's replayed usage is not counted again
+        input_line = [ln for ln in metrics.splitlines()
+                      if ln.startswith("relaygate_tokens_total{") and 'kind="input"' in ln]
+        assert len(input_line) == 1
+        assert float(input_line[0].rsplit(" ", 1)[1]) == first["usage"]["prompt_tokens"]
         assert 'relaygate_cache_tier_lookups_total{result="miss",route="mock",tier="exact"} 1.0' in metrics
         assert 'relaygate_cache_tier_lookups_total{result="hit",route="mock",tier="exact"} 1.0' in metrics
         assert "relaygate_cache_bytes " in metrics

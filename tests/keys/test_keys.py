@@ -54,6 +54,8 @@ async def test_create_use_list_revoke(db_url: str, tmp_path: Path) -> None:
         await admin(client, "DELETE", f"/admin/keys/{created['id']}")
         status, body = await chat(client, token)
         assert status == 401 and body["error"]["code"] == "key_revoked"
+        models = await client.get("/v1/models", headers=auth(token))
+        assert models.status == 401 and (await models.json())["error"]["code"] == "key_revoked"
         status, body = await chat(client, "rg-not-a-key")
         assert status == 401 and body["error"]["code"] == "invalid_api_key"
 

@@ -60,3 +60,15 @@ async def test_one_probe_across_two_replicas_under_100_concurrent_checks(redis_u
     assert sum(results) == 1
     await a.aclose()
     await b.aclose()
+
+
+async def test_redis_down_falls_back_to_per_replica_breakers() -> None:
+    # Nothing listens on port 1: every Redis call fails with a connection error.
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    breakers = RedisBreakers(client, POLICY)
+    assert await breakers.allow("down")  # fails open rather than failing the request
+    for _ in range(3):
+        await breakers.record_failure("down")
+    assert not await breakers.allow("down")  # and still protects the target locally
+    assert {s.target: s.state for s in await breakers.snapshot()}["down"] == "open"
+    await client.aclose()

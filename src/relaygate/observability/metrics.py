@@ -113,7 +113,7 @@ class GatewayMetrics:
         if ctx.status == 429 and ctx.upstream_calls == 0:
             reason = "budget" if "budget" in (ctx.error or "").lower() else "rate_limit"
             self.refusals.labels(reason).inc()
-        if ctx.usage is not None and ctx.served is not None:
+        if ctx.usage is not None and ctx.served is not None and not ctx.cache_status.startswith("hit"):
             p, m = ctx.served.provider, self.model_label(ctx.served.model)
             team = self.team_label(ctx.principal.team if ctx.principal else None)
             u = ctx.usage

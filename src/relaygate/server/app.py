@@ -170,10 +170,13 @@ async def _principal_or_error(request: web.Request, fmt: str = "openai") -> Any:
     gw = request.app[GATEWAY]
     token = bearer_token(request.headers)
     if token:
-        for resolve in gw.resolvers:
-            principal = await resolve(token)
-            if principal is not None:
-                return principal
+        try:
+            for resolve in gw.resolvers:
+                principal = await resolve(token)
+                if principal is not None:
+                    return principal
+        except GatewayError as exc:  # revoked, expired, rotated past its grace
+            return error_response(fmt, exc, {})
     return error_response(fmt, GatewayError(401, "invalid API key", "authentication_error", "invalid_api_key"), {})
 
 

@@ -4,11 +4,17 @@ exactly one probe through across all of them."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from relaygate.routing.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
+from relaygate.routing.breaker import BreakerPolicy, BreakerSnapshot, BreakerState, MemoryBreakers
+
+log = logging.getLogger("relaygate.routing")
+_REDIS_DOWN = (RedisError, OSError)
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6 "
 
@@ -64,6 +70,9 @@ return 0
 
 
 class RedisBreakers:
+    """While Redis cannot be reached, each replica falls back to its own in-process
+    breakers: routing keeps working and failing targets are still skipped locally."""
+
     def __init__(self, redis: aioredis.Redis, policy: BreakerPolicy, prefix: str = "rg:br:") -> None:
         self.redis = redis
         self.policy = policy
@@ -72,6 +81,15 @@ class RedisBreakers:
         self._record = redis.register_script(RECORD)
         self._seen: set[str] = set()
         self._ttl = int(max(policy.window_s, policy.cooldown_s) * 4) + 60
+        self._local = MemoryBreakers(policy)
+        self._warned_at = -1e9
+
+    def _degraded(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 30.0:
+            self._warned_at = now
+            log.warning("redis unreachable for circuit breakers, using per-replica state: %s",
+                        type(exc).__name__)
 
     def _keys(self, target: str) -> list[str]:
         base = self.prefix + target
@@ -80,14 +98,22 @@ class RedisBreakers:
     async def allow(self, target: str) -> bool:
         self._seen.add(target)
         keys = self._keys(target)
-        return bool(await self._allow(keys=keys[:1], args=[self.policy.cooldown_s, self.policy.probe_timeout_s]))
+        try:
+            return bool(await self._allow(keys=keys[:1], args=[self.policy.cooldown_s, self.policy.probe_timeout_s]))
+        except _REDIS_DOWN as exc:
+            self._degraded(exc)
+            return await self._local.allow(target)
 
     async def _outcome(self, target: str, failed: bool) -> None:
         self._seen.add(target)
         p = self.policy
-        await self._record(keys=self._keys(target), args=[
-            "1" if failed else "0", p.window_s, p.failure_threshold, p.failure_rate_threshold,
-            os.urandom(8).hex(), self._ttl])
+        try:
+            await self._record(keys=self._keys(target), args=[
+                "1" if failed else "0", p.window_s, p.failure_threshold, p.failure_rate_threshold,
+                os.urandom(8).hex(), self._ttl])
+        except _REDIS_DOWN as exc:
+            self._degraded(exc)
+            await (self._local.record_failure if failed else self._local.record_success)(target)
 
     async def record_success(self, target: str) -> None:
         await self._outcome(target, False)
@@ -96,6 +122,13 @@ class RedisBreakers:
         await self._outcome(target, True)
 
     async def snapshot(self) -> list[BreakerSnapshot]:
+        try:
+            return await self._shared_snapshot()
+        except _REDIS_DOWN as exc:
+            self._degraded(exc)
+            return await self._local.snapshot()
+
+    async def _shared_snapshot(self) -> list[BreakerSnapshot]:
         out = []
         for target in sorted(self._seen):
             keys = self._keys(target)
