@@ -71,17 +71,22 @@ async def _every_request_gets_one_record(tmp_path: Path, db_url: str | None) -> 
             "stream": ("/v1/chat/completions", chat(stream=True, stream_options={"include_usage": True}),
                        auth(BOB_KEY)),
             "anthropic": ("/v1/messages", {**chat(), "max_tokens": 50}, auth(BOB_KEY)),
+            # refused before the pipeline: still one record each
+            "badjson": ("/v1/chat/completions", b'{"model": "mock", ', auth(BOB_KEY)),
+            "nokey": ("/v1/messages", {**chat(), "max_tokens": 50}, {}),
         }
         statuses = {}
         for name, (path, body, headers) in calls.items():
             rid = f"{name}-{os.urandom(6).hex()}"
-            resp = await client.post(path, json=body, headers={**headers, "x-relaygate-request-id": rid,
+            payload: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+            resp = await client.post(path, **payload, headers={**headers, "x-relaygate-request-id": rid,
                                                                "x-relaygate-trace-id": "trace-" + name})
             await resp.read()
             statuses[name] = resp.status
             ids[name] = rid
         assert statuses == {"ok": 200, "keyuser": 200, "refused": 401, "fallback": 200, "failed": 503,
-                            "unknown": 404, "stream": 200, "anthropic": 200}
+                            "unknown": 404, "stream": 200, "anthropic": 200,
+                            "badjson": 400, "nokey": 401}
         gw = client.server.app[GATEWAY]
         await gw.services["ledger"].flush()
         store = LedgerStore(gw.services["db"])
@@ -116,6 +121,10 @@ async def _every_request_gets_one_record(tmp_path: Path, db_url: str | None) -> 
         assert stream is not None and stream["stream"] == 1 and stream["output_tokens"] > 0
         assert stream["ttft_ms"] is not None and stream["cost_nusd"] > 0
         assert rows["anthropic"] is not None and rows["anthropic"]["format"] == "anthropic"
+        assert rows["badjson"] is not None and (rows["badjson"]["status"], rows["badjson"]["attempts"]) == (400, 0)
+        nokey = rows["nokey"]
+        assert nokey is not None and (nokey["status"], nokey["format"], nokey["requested_model"]) == (
+            401, "anthropic", "mock")
 
         # the admin query over the same rows
         resp = await client.get(f"/admin/usage?by=key&since={t0}", headers=auth())
@@ -127,7 +136,7 @@ async def _every_request_gets_one_record(tmp_path: Path, db_url: str | None) -> 
         assert set(alice) == {"group", "requests", "refused", "input_tokens", "output_tokens",
                               "cache_read_tokens", "cache_write_tokens", "cost_usd", "key_id", "key_name"}
         assert alice["group"] == "config:alice" and alice["key_name"] == "alice" and alice["requests"] == 2
-        assert by_key[None]["refused"] == 1
+        assert by_key[None]["refused"] == 3
         bob = by_key["config:bob"]
         assert bob["requests"] == 5 and bob["refused"] == 1  # the unknown route
         assert abs(alice["cost_usd"] - (ok["cost_nusd"] + rows["keyuser"]["cost_nusd"]) / 1e9) < 1e-12

@@ -138,6 +138,7 @@ class MetricsStage:
     """First in the list so its `on_complete` runs last, seeing the final outcome."""
 
     name = "metrics"
+    observes_refusals = True
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics

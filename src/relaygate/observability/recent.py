@@ -16,6 +16,7 @@ _FIELDS = ("ts", "request_id", "key", "team", "route", "provider", "model", "sta
 
 class RecentRequests:
     name = "recent"
+    observes_refusals = True
 
     def __init__(self, size: int = 200) -> None:
         self.entries: deque[tuple[Any, ...]] = deque(maxlen=size)

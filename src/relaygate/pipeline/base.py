@@ -49,6 +49,14 @@ class Pipeline:
             await self.complete(ctx)
             raise
 
+    async def refuse(self, ctx: RequestContext, err: GatewayError) -> None:
+        """Completes, for a request refused before `run` (its body unreadable), the stages
+        that observe every request (`observes_refusals = True`: metrics, logs, ledger)."""
+        ctx.status, ctx.error = err.status, err.message
+        for stage in reversed(self.stages):
+            if getattr(stage, "observes_refusals", False):
+                await stage.on_complete(ctx)
+
     async def complete(self, ctx: RequestContext) -> None:
         ran: list[Stage] = ctx.state.pop("_ran", [])
         for stage in reversed(ran):

@@ -29,6 +29,7 @@ from relaygate.mock_upstream.embeddings import embedding_vector
 from relaygate.pipeline.base import Pipeline
 from relaygate.pipeline.call import CallStage
 from relaygate.pipeline.context import RequestContext
+from relaygate.pipeline.inbound import read_json, read_relaygate_headers
 from relaygate.pipeline.route import routing_facts
 from relaygate.providers.base import EmbeddingsAdapter, EmbeddingsCall, EmbeddingsResult
 from relaygate.providers.http import Deadlines
@@ -112,20 +113,6 @@ def response_body(result: EmbeddingsResult, model: str, encoding: str) -> dict[s
     }
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    too_large = GatewayError(413, f"request body exceeds {limit} bytes", "request_too_large", "body_too_large")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise GatewayError(400, "request body is not valid JSON", "invalid_request_error", "invalid_json") from None
-
-
 class EmbeddingsStage:
     """The terminal stage for embeddings: route, call, and combine the upstream answers."""
 
@@ -202,28 +189,22 @@ def mock_embeddings(request: EmbeddingsBody, model: str) -> EmbeddingsResult:
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """The `/v1/embeddings` route handler."""
     # The server's public helpers (imported here: server.app imports this module).
-    from relaygate.server.app import answer_headers, error_response, request_id
+    from relaygate.server.app import answer_headers, error_response, refuse, request_id
     from relaygate.server.gateway import GATEWAY
 
     gw = request.app[GATEWAY]
     rid = request.headers.get("x-relaygate-request-id") or request_id()
     headers = request.headers
+    body: Any = None
     try:
         body = await read_json(request, gw.cfg.server.max_body_bytes)
         parsed = parse_body(body)
+        ctx = RequestContext(rid, "openai", body, placeholder_chat(parsed), headers)
+        read_relaygate_headers(ctx)
     except GatewayError as err:
-        return error_response("openai", err, {"x-relaygate-request-id": rid, "x-relaygate-attempts": "0"})
-    ctx = RequestContext(rid, "openai", body, placeholder_chat(parsed), headers)
+        return await refuse(gw, "openai", rid, headers, body, err)
     ctx.cache_status = "bypass"
     ctx.state["embeddings_request"] = parsed
-    meta = headers.get("x-relaygate-metadata")
-    if meta:
-        try:
-            value = orjson.loads(meta)
-            ctx.metadata = value if isinstance(value, dict) else {}
-        except orjson.JSONDecodeError:
-            return error_response("openai", invalid("x-relaygate-metadata: not valid JSON", "x-relaygate-metadata"),
-                                  {"x-relaygate-request-id": rid, "x-relaygate-attempts": "0"})
     stages = [s for s in gw.stages if s.name in EMBEDDINGS_STAGES]
     terminal = EmbeddingsStage(gw.registry, gw.router, gw.call.deadlines, gw.call)
     pipeline = Pipeline(stages, terminal)

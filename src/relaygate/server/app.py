@@ -15,10 +15,12 @@ from aiohttp import web
 from relaygate.errors import GatewayError
 from relaygate.formats import anthropic as anthropic_fmt
 from relaygate.formats import openai as openai_fmt
+from relaygate.formats.types import ChatRequest
 from relaygate.observability.scrub import scrub
 from relaygate.pipeline.auth import bearer_token
 from relaygate.pipeline.context import RequestContext
 from relaygate.pipeline.embeddings import embeddings
+from relaygate.pipeline.inbound import read_json, read_relaygate_headers
 from relaygate.server.gateway import GATEWAY, Gateway
 from relaygate.server.openapi import openapi_json
 from relaygate.server.streaming import StreamRelay
@@ -66,18 +68,15 @@ def answer_headers(ctx: RequestContext) -> dict[str, str]:
     return h
 
 
-async def _read_json(request: web.Request, limit: int) -> Any:
-    if request.content_length is not None and request.content_length > limit:
-        raise GatewayError(413, f"request body exceeds {limit} bytes", "request_too_large", "body_too_large")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise GatewayError(413, f"request body exceeds {limit} bytes", "request_too_large",
-                           "body_too_large") from None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise GatewayError(400, "request body is not valid JSON", "invalid_request_error", "invalid_json") from None
+async def refuse(gw: Gateway, fmt: str, rid: str, headers: Any, body: Any, err: GatewayError) -> web.Response:
+    """A request refused before its pipeline could start (unreadable body, bad header,
+    missing key) is still counted, logged and written to the ledger."""
+    model = body.get("model") if isinstance(body, dict) else None
+    ctx = RequestContext(rid, fmt, body if isinstance(body, dict) else {},
+                         ChatRequest(model if isinstance(model, str) else "", []), headers)
+    ctx.cache_status = "bypass"
+    await gw.pipeline.refuse(ctx, err)
+    return error_response(fmt, err, {"x-relaygate-request-id": rid, "x-relaygate-attempts": "0"})
 
 
 async def handle_chat(request: web.Request, fmt: str) -> web.StreamResponse:
@@ -85,16 +84,17 @@ async def handle_chat(request: web.Request, fmt: str) -> web.StreamResponse:
     rid = request.headers.get("x-relaygate-request-id") or request_id()
     headers = request.headers
     parse, _ = _FORMATS[fmt]
+    body: Any = None
     try:
+        body = await read_json(request, gw.cfg.server.max_body_bytes)
         if fmt == "anthropic" and not bearer_token(headers):
             raise GatewayError(401, "missing API key: send 'x-api-key' or 'Authorization: Bearer'",
                                "authentication_error", "missing_api_key")
-        body = await _read_json(request, gw.cfg.server.max_body_bytes)
         chat = parse(body)
         ctx = RequestContext(rid, fmt, body, chat, headers)
-        _read_relaygate_headers(ctx)
+        read_relaygate_headers(ctx)
     except GatewayError as err:
-        return error_response(fmt, err, {"x-relaygate-request-id": rid, "x-relaygate-attempts": "0"})
+        return await refuse(gw, fmt, rid, headers, body, err)
     try:
         await gw.pipeline.run(ctx)
     except GatewayError as err:
@@ -108,27 +108,6 @@ async def handle_chat(request: web.Request, fmt: str) -> web.StreamResponse:
     if ctx.stream is not None:
         return await _stream(request, gw, ctx)
     return await _respond(gw, ctx)
-
-
-def _read_relaygate_headers(ctx: RequestContext) -> None:
-    meta = ctx.headers.get("x-relaygate-metadata")
-    if meta:
-        try:
-            parsed = orjson.loads(meta)
-        except orjson.JSONDecodeError:
-            raise GatewayError(400, "x-relaygate-metadata: not valid JSON", "invalid_request_error",
-                               "invalid_metadata", "x-relaygate-metadata") from None
-        if not isinstance(parsed, dict):
-            raise GatewayError(400, "x-relaygate-metadata: must be a JSON object", "invalid_request_error",
-                               "invalid_metadata", "x-relaygate-metadata")
-        ctx.metadata = parsed
-    ctx.trace_id = ctx.headers.get("x-relaygate-trace-id")
-    cache = ctx.headers.get("x-relaygate-cache")
-    if cache:
-        if cache not in ("no-cache", "no-store", "no-semantic"):
-            raise GatewayError(400, "x-relaygate-cache: expected no-cache, no-store or no-semantic",
-                               "invalid_request_error", "invalid_header", "x-relaygate-cache")
-        ctx.cache_control = cache
 
 
 async def _respond(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:

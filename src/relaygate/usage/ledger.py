@@ -156,6 +156,7 @@ class LedgerStage:
     """Before `auth`: its `on_complete` runs for every request, after every later stage."""
 
     name = "ledger"
+    observes_refusals = True
 
     def __init__(self, cfg: GatewayConfig, ledger: Ledger | None, observers: list[RecordObserver]) -> None:
         self.cfg = cfg

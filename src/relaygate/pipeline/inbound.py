@@ -1,0 +1,50 @@
+"""Reading what a client sent, shared by every data-plane route: the JSON body (bounded)
+and the `x-relaygate-*` request headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from relaygate.errors import GatewayError
+from relaygate.pipeline.context import RequestContext
+
+CACHE_DIRECTIVES = ("no-cache", "no-store", "no-semantic")
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    too_large = GatewayError(413, f"request body exceeds {limit} bytes", "request_too_large", "body_too_large")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise GatewayError(400, "request body is not valid JSON", "invalid_request_error", "invalid_json") from None
+
+
+def read_relaygate_headers(ctx: RequestContext) -> None:
+    """`x-relaygate-metadata` (a JSON object), `-trace-id` and `-cache` into the context."""
+    meta = ctx.headers.get("x-relaygate-metadata")
+    if meta:
+        try:
+            parsed = orjson.loads(meta)
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "x-relaygate-metadata: not valid JSON", "invalid_request_error",
+                               "invalid_metadata", "x-relaygate-metadata") from None
+        if not isinstance(parsed, dict):
+            raise GatewayError(400, "x-relaygate-metadata: must be a JSON object", "invalid_request_error",
+                               "invalid_metadata", "x-relaygate-metadata")
+        ctx.metadata = parsed
+    ctx.trace_id = ctx.headers.get("x-relaygate-trace-id")
+    cache = ctx.headers.get("x-relaygate-cache")
+    if cache:
+        if cache not in CACHE_DIRECTIVES:
+            raise GatewayError(400, "x-relaygate-cache: expected no-cache, no-store or no-semantic",
+                               "invalid_request_error", "invalid_header", "x-relaygate-cache")
+        ctx.cache_control = cache
