@@ -16,11 +16,13 @@ def test_drops_volatile_fields_recursively_and_sorts_keys() -> None:
     result = {
         "b": 1,
         "a": {"timestamp": "2026-01-01T00:00:00Z", "value": [1, {"Request-Id": "abc", "x": 2}]},
-        "created_at": 17,
         "elapsedMs": 3.2,
         "id": "kept",
+        "created_at": 17,  # when the thing was made is a fact about it, not about the call
+        "date": "2026-01-02",
     }
-    assert canonicalize_tool_result(result) == '{"a":{"value":[1,{"x":2}]},"b":1,"id":"kept"}'
+    assert canonicalize_tool_result(result) == (
+        '{"a":{"value":[1,{"x":2}]},"b":1,"created_at":17,"date":"2026-01-02","id":"kept"}')
 
 
 def test_json_text_is_parsed_and_other_text_is_kept() -> None:

@@ -84,6 +84,18 @@ def test_tool_results_are_canonicalised_before_caching() -> None:
     assert result.content[0].text == '{"hits":[0,1]}'
 
 
+def test_tool_schemas_are_sorted_but_never_lose_a_property() -> None:
+    body = agent_request(turns=0)
+    schema = {"type": "object", "required": ["timestamp"],
+              "properties": {"timestamp": {"type": "string"}, "request_id": {"type": "string"}}}
+    body["tools"] = [{"name": "log", "description": "d", "input_schema": schema}]
+    chat = anthropic_fmt.parse_request(body)
+    canonicalize_for_caching(chat)
+    assert chat.tools is not None
+    assert list(chat.tools[0].parameters["properties"]) == ["request_id", "timestamp"]
+    assert list(chat.tools[0].parameters) == ["properties", "required", "type"]
+
+
 def test_only_anthropic_family_targets_get_breakpoints() -> None:
     cfg = make_config({"providers": {"claude-direct": {"type": "anthropic", "api_key": "k"},
                                      "aws": {"type": "bedrock", "region": "us-east-1"}}})

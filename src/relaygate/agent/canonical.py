@@ -2,7 +2,7 @@
 
 Volatile fields (timestamps, request ids, timings) are dropped at any depth and keys are
 sorted, so a repeated tool call can be recognised, deduplicated and cached. The gateway's
-exact cache uses the same function.
+exact cache and its prompt-cache breakpoints use the same functions.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ _NORMALISE = re.compile(r"[^a-z0-9]")
 VOLATILE_KEYS: frozenset[str] = frozenset(
     _NORMALISE.sub("", key)
     for key in (
-        "timestamp", "ts", "time", "datetime", "date", "now",
-        "created", "created_at", "updated", "updated_at", "modified", "modified_at",
-        "fetched_at", "generated_at", "retrieved_at", "expires", "expires_at", "last_modified",
-        "request_id", "x_request_id", "req_id", "trace_id", "span_id", "correlation_id",
-        "traceparent", "cf_ray", "etag",
-        "duration", "duration_ms", "duration_s", "elapsed", "elapsed_ms", "elapsed_s",
-        "latency", "latency_ms", "took", "took_ms", "timing", "timings",
-        "response_time", "response_time_ms", "execution_time", "execution_time_ms",
-        "processing_time", "processing_time_ms", "server_timing",
+        # when the call ran, not what it found ("created_at" or "date" can be facts: kept)
+        "timestamp", "ts", "server_time", "response_time", "fetched_at", "retrieved_at", "generated_at",
+        # which call it was
+        "request_id", "x_request_id", "trace_id", "span_id", "traceparent", "correlation_id", "cf_ray",
+        # how long it took
+        "execution_time", "execution_time_ms", "elapsed_ms", "elapsed_time", "duration_ms", "latency_ms",
+        "took", "took_ms", "runtime_ms", "timing_ms", "timings", "server_timing",
     )
 )
 """Key names (compared lower-case, without `_`/`-`) that are dropped by default."""
@@ -38,11 +36,13 @@ def _normal(key: str) -> str:
     return _NORMALISE.sub("", key.lower())
 
 
-def _strip(value: Any, drop: frozenset[str]) -> Any:
+def strip_volatile(value: Any, drop: frozenset[str] = VOLATILE_KEYS) -> Any:
+    """`value` without the `drop` keys at any depth (keys compared by `_normal`)."""
     if isinstance(value, Mapping):
-        return {str(key): _strip(item, drop) for key, item in value.items() if _normal(str(key)) not in drop}
+        return {str(key): strip_volatile(item, drop) for key, item in value.items()
+                if _normal(str(key)) not in drop}
     if isinstance(value, (list, tuple)):
-        return [_strip(item, drop) for item in value]
+        return [strip_volatile(item, drop) for item in value]
     return value
 
 
@@ -58,5 +58,5 @@ def canonicalize_tool_result(result: Any, *, drop_keys: Iterable[str] | None = N
             result = orjson.loads(result)
         except orjson.JSONDecodeError:
             return result if isinstance(result, str) else result.decode("utf-8", "replace")
-    stripped = _strip(result, drop)
+    stripped = strip_volatile(result, drop)
     return orjson.dumps(stripped, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()

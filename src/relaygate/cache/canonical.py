@@ -6,11 +6,12 @@ key; its parts (system + history) also guard the semantic cache."""
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import orjson
 
+from relaygate.agent.canonical import canonicalize_tool_result as canonical_text
+from relaygate.agent.canonical import strip_volatile
 from relaygate.config.models import RouteConfig
 from relaygate.formats.types import (
     ChatRequest,
@@ -27,44 +28,17 @@ from relaygate.routing.plan import Group, Leaf
 
 KEY_VERSION = 1
 
-# Fields of tool results whose values differ on every call without changing their meaning.
-# Compared with case, '-' and '_' ignored ("request_id", "requestId", "X-Request-Id").
-VOLATILE_FIELDS = frozenset({
-    "timestamp", "ts", "servertime", "responsetime", "fetchedat", "retrievedat", "generatedat",
-    "requestid", "xrequestid", "traceid", "spanid", "correlationid",
-    "executiontime", "executiontimems", "elapsedms", "elapsedtime", "durationms", "latencyms",
-    "took", "tookms", "runtimems", "timingms", "timings",
-})
-_SEP = re.compile(r"[-_ ]")
-
 # Request parameters that never change the answer (attribution, storage, transport).
 _NEUTRAL_EXTRA = frozenset({"metadata", "store", "user", "stream_options", "service_tier_hint"})
 
 
-def _volatile(name: str) -> bool:
-    return _SEP.sub("", name).lower() in VOLATILE_FIELDS
-
-
-def canonicalize_value(value: Any) -> Any:
-    """Drops volatile fields at any depth; dict order stops mattering once dumped sorted."""
-    if isinstance(value, dict):
-        return {str(k): canonicalize_value(v) for k, v in value.items() if not _volatile(str(k))}
-    if isinstance(value, list):
-        return [canonicalize_value(v) for v in value]
-    return value
-
-
 def canonicalize_tool_result(text: str) -> str:
-    """A tool result's text in canonical form: JSON results without timestamp, request-id
-    and timing fields, keys sorted; any other text unchanged."""
+    """A tool result's text in canonical form: JSON objects and arrays without their
+    volatile fields (`VOLATILE_KEYS`), keys sorted; any other text unchanged."""
     stripped = text.strip()
     if not stripped or stripped[0] not in "[{":
         return text
-    try:
-        parsed = orjson.loads(stripped)
-    except orjson.JSONDecodeError:
-        return text
-    return orjson.dumps(canonicalize_value(parsed), option=orjson.OPT_SORT_KEYS).decode()
+    return canonical_text(stripped)
 
 
 class _CallIds:
@@ -84,7 +58,7 @@ def _image(p: ImagePart) -> dict[str, Any]:
 
 def _arguments(raw: str) -> Any:
     try:
-        return canonicalize_value(orjson.loads(raw)) if raw else {}
+        return strip_volatile(orjson.loads(raw)) if raw else {}
     except orjson.JSONDecodeError:
         return raw
 

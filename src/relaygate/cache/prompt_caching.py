@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from relaygate.cache.canonical import canonicalize_tool_result, canonicalize_value
+from relaygate.cache.canonical import canonicalize_tool_result
 from relaygate.config.models import GatewayConfig, RouteConfig
 from relaygate.formats import anthropic as anthropic_fmt
 from relaygate.formats.types import ChatRequest, TextPart, ToolResultPart
@@ -46,7 +46,7 @@ def canonicalize_for_caching(chat: ChatRequest) -> None:
                     if isinstance(c, TextPart):
                         c.text = canonicalize_tool_result(c.text)
     for t in chat.tools or []:
-        t.parameters = orjson.loads(orjson.dumps(canonicalize_value(t.parameters), option=orjson.OPT_SORT_KEYS))
+        t.parameters = orjson.loads(orjson.dumps(t.parameters, option=orjson.OPT_SORT_KEYS))
 
 
 def plan_breakpoints(chat: ChatRequest, large_content_tokens: int, ttl: str = "5m") -> int:
