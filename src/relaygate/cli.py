@@ -10,8 +10,13 @@ from pathlib import Path
 
 import typer
 
+from relaygate.agent.cli import app as sandbox_app
+from relaygate.chaos.cli import chaos_command
 from relaygate.config import ConfigError, default_config, load_config
 from relaygate.config.models import GatewayConfig
+from relaygate.keys.cli import app as keys_app
+from relaygate.mock_upstream.cli import mock_upstream_command
+from relaygate.usage.cli import usage_command
 
 app = typer.Typer(help="relaygate: a self-hosted LLM gateway and agent-reliability toolkit.",
                   no_args_is_help=True, add_completion=False)
@@ -95,44 +100,12 @@ def config_validate(
     typer.echo(f"{file}: ok ({len(cfg.providers)} providers, {len(cfg.routes)} routes)")
 
 
-def _mount_optional() -> None:
-    """Commands whose modules live beside the gateway (mock upstream, chaos, sandbox, ...)."""
-    try:
-        from relaygate.mock_upstream.cli import mock_upstream_command
-
-        app.command("mock-upstream", help="Run a fake LLM upstream that speaks every provider's format.")(
-            mock_upstream_command)
-    except ImportError:
-        pass
-    try:
-        from relaygate.chaos.cli import chaos_command
-
-        app.command("chaos", help="Send N requests through a running gateway and print failure stats.")(
-            chaos_command)
-    except ImportError:
-        pass
-    try:
-        from relaygate.keys.cli import app as keys_app
-
-        app.add_typer(keys_app, name="keys", help="Create, list, show, revoke and rotate virtual keys.")
-    except ImportError:
-        pass
-    try:
-        from relaygate.usage.cli import usage_command
-
-        app.command("usage", help="Spend and tokens grouped by key, team, user, model, provider or day.")(
-            usage_command)
-    except ImportError:
-        pass
-    try:
-        from relaygate.agent.cli import app as sandbox_app
-
-        app.add_typer(sandbox_app, name="sandbox", help="The sandboxed notebook tool served over MCP.")
-    except ImportError:
-        pass
-
-
-_mount_optional()
+app.command("mock-upstream", help="Run a fake LLM upstream that speaks every provider's format.")(
+    mock_upstream_command)
+app.command("chaos", help="Send N requests through a running gateway and print failure stats.")(chaos_command)
+app.add_typer(keys_app, name="keys", help="Create, list, show, revoke and rotate virtual keys.")
+app.command("usage", help="Spend and tokens grouped by key, team, user, model, provider or day.")(usage_command)
+app.add_typer(sandbox_app, name="sandbox", help="The sandboxed notebook tool served over MCP.")
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import typer
 from relaygate.agent.sandbox.bwrap import sandbox_unavailable_reason
 from relaygate.agent.sandbox.config import SandboxConfig, load_sandbox_config
 from relaygate.agent.sandbox.pool import KernelPool
-from relaygate.agent.sandbox.server import build_server
 from relaygate.agent.sandbox.state import open_state_store
 
 app = typer.Typer(help="The sandboxed notebook tool (an MCP server).", no_args_is_help=True)
@@ -28,6 +27,8 @@ async def _serve(config: SandboxConfig, port: int | None, sandboxed: bool) -> No
     # SIGTERM cancels the server so the kernels are stopped and their run directories removed
     # (uvicorn re-raises the signal after its own graceful shutdown; this handler catches it).
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    from relaygate.agent.sandbox.server import build_server  # the MCP SDK: imported only to serve
+
     await pool.start()
     try:
         server = build_server(pool, port=port or 8000)

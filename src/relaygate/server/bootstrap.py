@@ -24,11 +24,5 @@ FEATURES: list[str] = [
 async def build_gateway(cfg: GatewayConfig) -> Gateway:
     gw = Gateway(cfg)
     for name in FEATURES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # feature not built yet (being developed in parallel)
-            raise
-        await module.install(gw)
+        await importlib.import_module(name).install(gw)
     return gw
