@@ -109,12 +109,25 @@ def canonical_request(chat: ChatRequest) -> dict[str, Any]:
     }
 
 
+_ROUTE_IDS: dict[int, tuple[RouteConfig, dict[str, Any]]] = {}
+_ROUTE_IDS_MAX = 4096
+
+
 def route_identity(route_name: str, route: RouteConfig | None) -> dict[str, Any]:
     """The route as it resolves now: its name and its targets (a changed target list
-    changes every key, so answers of a replaced model are never served)."""
+    changes every key, so answers of a replaced model are never served). Config objects are
+    never mutated (a reload builds new ones), so each one's dump is computed once."""
     if route is None:
         return {"name": route_name}
-    return {"name": route_name, "route": route.model_dump(mode="json", include={"strategy", "targets"})}
+    known = _ROUTE_IDS.get(id(route))
+    if known is not None and known[0] is route:
+        dumped = known[1]
+    else:
+        if len(_ROUTE_IDS) >= _ROUTE_IDS_MAX:
+            _ROUTE_IDS.clear()
+        dumped = route.model_dump(mode="json", include={"strategy", "targets"})
+        _ROUTE_IDS[id(route)] = (route, dumped)
+    return {"name": route_name, "route": dumped}
 
 
 def digest(value: Any) -> str:

@@ -133,13 +133,13 @@ class CacheStage:
         except Exception as exc:  # a cache outage must not fail requests
             log.warning("exact cache read failed (%s): serving from the provider", exc)
             raw = None
-        self.metrics.lookup_seconds.labels("exact").observe(time.perf_counter() - started)
+        self.metrics.lookup_time("exact").observe(time.perf_counter() - started)
         answer = CachedAnswer.from_bytes(raw) if raw is not None else None
         route = self.route_label(ctx.route_name)
         if answer is None or answer.tenant != decision.key.tenant:
-            self.metrics.lookups.labels("exact", "miss", route).inc()
+            self.metrics.lookup("exact", "miss", route).inc()
             return False
-        self.metrics.lookups.labels("exact", "hit", route).inc()
+        self.metrics.lookup("exact", "hit", route).inc()
         await self._serve(ctx, answer, "hit-exact", HitRecord("exact", ctx.route_name, decision.key.tenant,
                                                          decision.key.digest))
         return True
@@ -158,7 +158,7 @@ class CacheStage:
         except Exception as exc:
             log.warning("semantic cache lookup failed (%s): serving from the provider", exc)
             match = None
-        self.metrics.lookup_seconds.labels("semantic").observe(time.perf_counter() - started)
+        self.metrics.lookup_time("semantic").observe(time.perf_counter() - started)
         if sem.mode == "shadow":
             self.metrics.shadow.labels("would_hit" if match else "miss", route).inc()
             if match is not None:
@@ -168,9 +168,9 @@ class CacheStage:
                 ctx.response_headers["x-relaygate-cache-shadow"] = f"would-hit; similarity={match.similarity:.4f}"
             return False
         if match is None or match.answer.tenant != decision.key.tenant:
-            self.metrics.lookups.labels("semantic", "miss", route).inc()
+            self.metrics.lookup("semantic", "miss", route).inc()
             return False
-        self.metrics.lookups.labels("semantic", "hit", route).inc()
+        self.metrics.lookup("semantic", "hit", route).inc()
         ctx.response_headers["x-relaygate-cache-similarity"] = f"{match.similarity:.4f}"
         await self._serve(ctx, match.answer, "hit-semantic",
                     HitRecord("semantic", ctx.route_name, decision.key.tenant, match.entry_id, match.similarity))
@@ -215,11 +215,11 @@ class CacheStage:
             return
         try:
             await self.store.put(decision.key, answer.to_bytes(), decision.ttl_s)
-            self.metrics.stores.labels("exact").inc()
+            self.metrics.stored("exact").inc()
             if self.semantic is not None and decision.semantic_context and decision.semantic_text:
                 await self.semantic.store(decision.semantic_context, decision.key.tenant, ctx.route_name,
                                           decision.semantic_text, answer, decision.semantic_ttl_s)
-                self.metrics.stores.labels("semantic").inc()
+                self.metrics.stored("semantic").inc()
         except Exception as exc:
             log.warning("cache write failed (%s): the answer was served but not cached", exc)
         self.refresh_gauges()

@@ -4,7 +4,10 @@ their first `MAX_LABEL_VALUES` values and fold the rest into `other`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 from relaygate.pipeline.context import RequestContext
 from relaygate.routing.breaker import BreakerSnapshot
@@ -31,6 +34,24 @@ class BoundedLabel:
             return "other"
         self.seen.add(value)
         return value
+
+
+class Children:
+    """A labelled metric's children by label values, looked up in a dict: prometheus'
+    `labels()` validates and locks on every call, which the hot path need not pay for a
+    label set it has seen (label values are already bounded by `BoundedLabel`)."""
+
+    __slots__ = ("metric", "_children")
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
 
 
 class GatewayMetrics:
@@ -76,6 +97,17 @@ class GatewayMetrics:
                                     registry=r)
         self.alerts_sent = Counter("relaygate_alerts", "Alert and webhook deliveries by event and outcome",
                                    ["event", "outcome"], registry=r)
+        self._requests = Children(self.requests)
+        self._request_errors = Children(self.request_errors)
+        self._latency = Children(self.latency)
+        self._ttft = Children(self.ttft)
+        self._attempts = Children(self.attempts)
+        self._upstream_errors = Children(self.upstream_errors)
+        self._skips = Children(self.skips)
+        self._cache = Children(self.cache)
+        self._tokens = Children(self.tokens)
+        self._team_tokens = Children(self.team_tokens)
+        self._cost = Children(self.cost)
         self.model_label = BoundedLabel()
         self.team_label = BoundedLabel()
         self._hits = 0
@@ -86,27 +118,27 @@ class GatewayMetrics:
 
     def observe(self, ctx: RequestContext) -> None:
         route = self.route_label(ctx.route_name)
-        self.requests.labels(route, str(ctx.status), ctx.format).inc()
+        self._requests(route, str(ctx.status), ctx.format).inc()
         if ctx.status >= 400:
-            self.request_errors.labels(route, f"{ctx.status // 100}xx").inc()
-        self.latency.labels(route).observe(ctx.elapsed_ms() / 1000)
+            self._request_errors(route, f"{ctx.status // 100}xx").inc()
+        self._latency(route).observe(ctx.elapsed_ms() / 1000)
         if ctx.ttft_ms is not None:
-            self.ttft.labels(route).observe(ctx.ttft_ms / 1000)
+            self._ttft(route).observe(ctx.ttft_ms / 1000)
         for a in ctx.attempts:
             model = self.model_label(a.model)
             if a.skipped:
-                self.skips.labels(f"{a.provider}/{model}").inc()
+                self._skips(f"{a.provider}/{model}").inc()
             else:
-                self.attempts.labels(a.provider, model, str(a.status)).inc()
+                self._attempts(a.provider, model, str(a.status)).inc()
                 if a.status >= 400:
-                    self.upstream_errors.labels(a.provider, str(a.status)).inc()
+                    self._upstream_errors(a.provider, str(a.status)).inc()
         if ctx.degraded:
             self.fallbacks.labels(route).inc()
             failed = {a.provider for a in ctx.attempts if not a.skipped and a.status >= 400}
             for provider in failed:
                 self.provider_fallbacks.labels(provider).inc()
         if ctx.cache_status != "bypass":
-            self.cache.labels(ctx.cache_status, route).inc()
+            self._cache(ctx.cache_status, route).inc()
             self._lookups += 1
             if ctx.cache_status.startswith("hit"):
                 self._hits += 1
@@ -121,10 +153,10 @@ class GatewayMetrics:
                                 ("cache_read", u.cache_read_tokens), ("cache_write", u.cache_write_tokens),
                                 ("reasoning", u.reasoning_tokens)):
                 if value:
-                    self.tokens.labels(p, m, kind).inc(value)
-                    self.team_tokens.labels(team, kind).inc(value)
+                    self._tokens(p, m, kind).inc(value)
+                    self._team_tokens(team, kind).inc(value)
             if ctx.cost_usd:
-                self.cost.labels(p, m, team).inc(float(ctx.cost_usd))
+                self._cost(p, m, team).inc(float(ctx.cost_usd))
 
     def render(self, breakers: list[BreakerSnapshot]) -> bytes:
         for b in breakers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -32,8 +33,23 @@ _FORMATS = {
 }
 
 
-def request_id() -> str:
-    return os.urandom(12).hex()
+class _RequestIds:
+    """Unique request ids without a syscall per request: a random per-process prefix (made
+    again in each forked worker) and a counter."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):08x}"
+
+
+request_id = _RequestIds()
 
 
 def format_cost(cost: Decimal | None) -> str:

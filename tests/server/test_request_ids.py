@@ -1,0 +1,23 @@
+"""Request ids: unique within a process and across forked workers (`--workers N`)."""
+
+from __future__ import annotations
+
+import os
+
+from relaygate.server.app import request_id
+
+
+def test_ids_are_unique_in_a_process_and_in_a_forked_worker() -> None:
+    ids = {request_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child sends the ids it makes back to the parent
+        os.write(write, ",".join(request_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = set(os.read(read, 1 << 16).decode().split(","))
+    os.close(read)
+    assert len(child) == 100 and not child & ids
+    assert not child & {request_id() for _ in range(100)}  # the parent's next ids differ too
