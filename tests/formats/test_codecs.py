@@ -214,3 +214,17 @@ def test_sse_parser_is_indifferent_to_chunk_boundaries(cuts: list[int]) -> None:
         pos += cut
     pieces.extend(parser.feed(wire[pos:]))
     assert [(e.event, e.data) for e in pieces] == whole
+
+
+@given(st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=60))
+def test_sse_parser_keeps_crlf_lines_and_multibyte_text_split_anywhere(cuts: list[int]) -> None:
+    wire = ('event: delta\r\ndata: {"t":"h\u00e9llo \u4e16\u754c \U0001f600"}\r\n\r\n'
+            ': a comment\r\ndata: line one\r\ndata: line two\r\n\r\n').encode()
+    want = [("delta", '{"t":"h\u00e9llo \u4e16\u754c \U0001f600"}'), (None, "line one\nline two")]
+    parser, pos, got = SSEParser(), 0, []
+    for cut in cuts:
+        got.extend(parser.feed(wire[pos:pos + cut]))
+        pos += cut
+    got.extend(parser.feed(wire[pos:]))
+    got.extend(parser.close())
+    assert [(e.event, e.data) for e in got] == want

@@ -22,28 +22,27 @@ class SSEParser:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        self._buf += chunk
+        buf = self._buf + chunk if self._buf else chunk
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()  # the incomplete last line (b"" when the chunk ended a line)
         out: list[SSEEvent] = []
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                break
-            line = self._buf[:nl].rstrip(b"\r").decode("utf-8", "replace")
-            self._buf = self._buf[nl + 1 :]
-            if not line:
+        for raw in lines:
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if not raw:
                 if self._data or self._event:
                     out.append(SSEEvent(self._event, "\n".join(self._data)))
                 self._event, self._data = None, []
                 continue
-            if line.startswith(":"):
+            if raw[0] == 0x3A:  # ":" a comment
                 continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
+            name, _, value = raw.partition(b":")
+            if value[:1] == b" ":
                 value = value[1:]
-            if name == "data":
-                self._data.append(value)
-            elif name == "event":
-                self._event = value
+            if name == b"data":
+                self._data.append(value.decode("utf-8", "replace"))
+            elif name == b"event":
+                self._event = value.decode("utf-8", "replace")
         return out
 
     def close(self) -> list[SSEEvent]:

@@ -5,6 +5,7 @@ statuses)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ class HttpTransport:
             req = req.sign(req)
         session = self._client()
         started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=deadlines.connect_s, connect=deadlines.connect_s)
+        timeout = _connect_timeout(deadlines.connect_s)
         try:
             async with asyncio.timeout(min(deadlines.first_byte_s, deadlines.total_s)):
                 resp = await session.request(req.method, req.url, data=req.body, headers=req.headers,
@@ -94,6 +95,12 @@ class HttpTransport:
             resp.release()
             return UpstreamResponse(resp.status, resp.headers, body)
         return UpstreamResponse(resp.status, resp.headers, b"", _chunks(resp, started, deadlines), resp.close)
+
+
+@functools.lru_cache(maxsize=64)
+def _connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    """aiohttp's own timeout covers only connecting (the rest is ours), one object per value."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, connect=connect_s)
 
 
 async def _chunks(resp: aiohttp.ClientResponse, started: float, deadlines: Deadlines) -> AsyncIterator[bytes]:

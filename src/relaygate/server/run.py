@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -57,6 +58,11 @@ async def _serve(cfg: GatewayConfig, reuse_port: bool, config_path: Path | None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port, reuse_port=reuse_port, backlog=4096)
     await site.start()
+    # Everything built so far (modules, config, pricing, pools) lives as long as the
+    # process: moved out of the collector's reach, a full collection no longer walks it,
+    # which takes tens of milliseconds off the requests that happen to trigger one.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
