@@ -56,6 +56,7 @@ class _Bucket:
         self.ids.pop()
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
+        """One float32 matrix-vector product over the live rows (a contiguous prefix)."""
         return np.asarray(self.matrix[: len(self.ids)] @ vector)
 
 
@@ -112,8 +113,12 @@ class VectorIndex:
         bucket = self._buckets.get(context)
         if bucket is None:
             return []
-        scores = bucket.scores(vector)
-        order = np.argsort(-scores)[: limit * 2]
+        scores = bucket.scores(np.asarray(vector, dtype=np.float32))
+        # only rows at or above the threshold matter (usually none or a few): no full sort
+        order = np.flatnonzero(scores >= threshold)
+        if order.size > limit * 2:
+            order = order[np.argpartition(-scores[order], limit * 2 - 1)[: limit * 2]]
+        order = order[np.argsort(-scores[order], kind="stable")]
         now = self._clock()
         found: list[tuple[float, SemanticEntry]] = []
         expired: list[str] = []
