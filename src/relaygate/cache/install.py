@@ -48,6 +48,7 @@ async def install(gw: Gateway) -> None:
     hits = HitLog(gw.services.get("redis"))
     stage = CacheStage(gw.cfg, store, metrics, gw.metrics.route_label, hits, PromptCaching(gw.cfg), semantic)
     gw.add_stage(stage)
+    gw.metrics.on_render.append(stage.refresh_gauges)
     gw.services["cache"] = stage
     gw.admin_routes.append(admin_routes(stage))
     log.info("cache: exact on %s%s", store.backend,

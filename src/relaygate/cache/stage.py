@@ -222,7 +222,6 @@ class CacheStage:
                 self.metrics.stored("semantic").inc()
         except Exception as exc:
             log.warning("cache write failed (%s): the answer was served but not cached", exc)
-        self.refresh_gauges()
 
     def _answer_of(self, ctx: RequestContext, decision: CacheDecision) -> CachedAnswer | None:
         """The fresh provider answer worth sharing, or None."""

@@ -4,6 +4,7 @@ their first `MAX_LABEL_VALUES` values and fold the rest into `other`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -108,6 +109,8 @@ class GatewayMetrics:
         self._tokens = Children(self.tokens)
         self._team_tokens = Children(self.team_tokens)
         self._cost = Children(self.cost)
+        # gauges that are cheap to read at scrape time and needless to update per request
+        self.on_render: list[Callable[[], None]] = []
         self.model_label = BoundedLabel()
         self.team_label = BoundedLabel()
         self._hits = 0
@@ -159,6 +162,8 @@ class GatewayMetrics:
                 self._cost(p, m, team).inc(float(ctx.cost_usd))
 
     def render(self, breakers: list[BreakerSnapshot]) -> bytes:
+        for refresh in self.on_render:
+            refresh()
         for b in breakers:
             self.breaker_state.labels(b.target).set(_STATE_VALUE[b.state])
         if self._lookups:
