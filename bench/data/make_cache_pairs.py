@@ -93,6 +93,19 @@ ANTONYMS: list[tuple[str, str, dict[str, list[str]]]] = [
      {"t": ["remote work", "nuclear power", "electric cars", "microservices"]}),
     ("How do I turn on dark mode in {app}?", "How do I turn off dark mode in {app}?",
      {"app": ["Word", "Chrome", "Slack", "iOS"]}),
+    ("When does the {x} open?", "When does the {x} close?", {"x": ["library", "pharmacy", "bank", "gym"]}),
+    ("How do I scroll up in {app}?", "How do I scroll down in {app}?", {"app": ["Word", "Chrome", "Excel"]}),
+    ("Is {food} good for a cold?", "Is {food} bad for a cold?", {"food": ["honey", "milk", "ginger", "coffee"]}),
+    ("Which {x} is the cheapest?", "Which {x} is the most expensive?", {"x": ["phone plan", "airline", "car"]}),
+    ("Is {x} a renewable resource?", "Is {x} a finite resource?", {"x": ["wood", "natural gas", "coal"]}),
+]
+# hard negatives made by swapping one content word for a sibling (not an antonym)
+SIBLINGS: list[tuple[str, list[str]]] = [
+    ("How much caffeine is in {w}?", ["coffee", "tea", "cola", "cocoa"]),
+    ("Is {w} safe for babies?", ["honey", "peanut butter", "cow milk", "spinach"]),
+    ("How do I remove a {w} stain?", ["wine", "coffee", "grease", "ink"]),
+    ("What is the melting point of {w}?", ["iron", "gold", "copper", "lead"]),
+    ("How do I declare a variable in {w}?", ["rust", "go", "kotlin", "ruby"]),
 ]
 NEGATIONS: list[tuple[str, str, dict[str, list[str]]]] = [
     ("Can I take {d} with alcohol?", "Can't I take {d} with alcohol?", {"d": DRUGS}),
@@ -103,11 +116,16 @@ NEGATIONS: list[tuple[str, str, dict[str, list[str]]]] = [
     ("Why does my {x} turn on?", "Why doesn't my {x} turn on?", {"x": ["laptop", "TV", "phone", "printer"]}),
     ("Is {x} a prime number?", "Is {x} not a prime number?", {"x": ["91", "97", "51"]}),
     ("Do I need a visa to visit {c}?", "Do I not need a visa to visit {c}?", {"c": COUNTRIES[:5]}),
+    ("Is it legal to {act}?", "Is it illegal to {act}?",
+     {"act": ["carry pepper spray", "fly a drone in a park", "record a phone call"]}),
+    ("Is this {x} available?", "Is this {x} unavailable?", {"x": ["room", "seat", "username"]}),
 ]
 DIRECTIONS: list[tuple[str, dict[str, list[str]]]] = [
     ("Find flights from {a} to {b2} on Friday.", {"a": CITIES[:5], "b2": CITIES[5:]}),
     ("Convert 100 {a} to {b2}.", {"a": ["US dollars", "euros", "yen"], "b2": ["pounds", "rupees", "pesos"]}),
     ("How long is the train from {a} to {b2}?", {"a": CITIES[:5], "b2": CITIES[5:]}),
+    ("Is {a} larger than {b2}?", {"a": COUNTRIES[:5], "b2": COUNTRIES[5:]}),
+    ("Did {a} defeat {b2} in the final?", {"a": COUNTRIES[:5], "b2": COUNTRIES[5:]}),
 ]
 NUMBER_TEMPLATES: list[tuple[str, list[tuple[str, str]]]] = [
     ("Convert {v} US dollars to euros.", [("100", "200"), ("20", "25"), ("1000", "1500")]),
@@ -164,6 +182,9 @@ def main() -> None:
             values = pick(slots)
             swapped = {"a": values["b2"], "b2": values["a"]}
             add(fill(template, values), fill(template, swapped), "negative", "direction")
+    for template, words in SIBLINGS:
+        for x, y in combinations(words, 2):
+            add(template.format(w=x), template.format(w=y), "negative", "entity")
     for template, swaps in NUMBER_TEMPLATES:
         for x, y in swaps:
             add(template.format(v=x), template.format(v=y), "negative", "number")
