@@ -4,6 +4,10 @@ fidelity-matrix tests record in build/provider_matrix.json.
 
     .venv/bin/python scripts/provider_matrix.py          # runs the matrix tests first
     .venv/bin/python scripts/provider_matrix.py --no-run # only reads the last results
+    .venv/bin/python scripts/provider_matrix.py --write  # and puts the tables into README.md
+
+The README's copy is checked cell by cell by the last test of the matrix module, so a
+README that disagrees with the tests fails `make test`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "build" / "provider_matrix.json"
+README = ROOT / "README.md"
+START, END = "<!-- provider-matrix:start -->", "<!-- provider-matrix:end -->"
 TEST = "tests/providers/test_fidelity_matrix.py"
 FORMAT_NAMES = {"openai": "OpenAI `/v1/chat/completions`", "anthropic": "Anthropic `/v1/messages`"}
 FEATURE_NAMES = {
@@ -50,6 +56,34 @@ def table(data: dict[str, object], fmt: str) -> str:
     return "\n".join(lines)
 
 
+def render(data: dict[str, object]) -> str:
+    parts = []
+    for fmt in data["inbound"]:  # type: ignore[attr-defined]
+        parts.append(f"### Inbound: {FORMAT_NAMES.get(fmt, fmt)}\n\n{table(data, fmt)}\n")
+    parts.append("✓ tested on recorded wire bytes · 400 = the provider cannot do it; the client gets a clear 400 · "
+                 "n/a = the inbound format has no such feature · **FAIL** = a failing test")
+    return "\n".join(parts)
+
+
+def readme_cells(text: str) -> dict[str, dict[str, dict[str, str]]]:
+    """The README's tables back as {format: {provider: {feature: symbol}}}."""
+    section = text.partition(START)[2].partition(END)[0]
+    by_name = {v: k for k, v in FORMAT_NAMES.items()}
+    feature_of = {v: k for k, v in FEATURE_NAMES.items()}
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    fmt = ""
+    features: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("### Inbound: "):
+            fmt = by_name.get(line.removeprefix("### Inbound: ").strip(), "")
+        elif line.startswith("| provider |"):
+            features = [feature_of.get(c.strip(), c.strip()) for c in line.strip("|").split("|")[1:]]
+        elif line.startswith("| ") and fmt and features:
+            cols = [c.strip() for c in line.strip("|").split("|")]
+            out.setdefault(fmt, {})[cols[0]] = dict(zip(features, cols[1:], strict=False))
+    return out
+
+
 def main() -> int:
     code = 0
     if "--no-run" not in sys.argv:
@@ -58,12 +92,13 @@ def main() -> int:
         print(f"no results at {RESULTS}: run {TEST}", file=sys.stderr)
         return 1
     data = json.loads(RESULTS.read_text())
-    for fmt in data["inbound"]:
-        print(f"### Inbound: {FORMAT_NAMES.get(fmt, fmt)}\n")
-        print(table(data, fmt))
-        print()
-    print("✓ tested on recorded wire bytes · 400 = the provider cannot do it; the client gets a clear 400 · "
-          "n/a = the inbound format has no such feature · **FAIL** = a failing test")
+    text = render(data)
+    print(text)
+    if "--write" in sys.argv:
+        readme = README.read_text()
+        head, _, rest = readme.partition(START)
+        _, _, tail = rest.partition(END)
+        README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
     return code
 
 

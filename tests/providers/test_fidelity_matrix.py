@@ -7,6 +7,7 @@ feature) into build/provider_matrix.json for scripts/provider_matrix.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -41,8 +42,8 @@ from tests.providers.fidelity import (
 FEATURES = ("text", "system", "multi_turn", "images", "image_url", "tools", "json_schema", "stop_sequences",
             "max_tokens", "sampling", "stream_tools", "usage_cache", "usage_reasoning", "stop_reasons", "errors",
             "broken_streams")
-RESULTS_FILE = Path(os.environ.get("RELAYGATE_MATRIX_OUT", Path(__file__).resolve().parents[2] / "build" /
-                                   "provider_matrix.json"))
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS_FILE = Path(os.environ.get("RELAYGATE_MATRIX_OUT", ROOT / "build" / "provider_matrix.json"))
 RESULTS: dict[str, dict[str, dict[str, str]]] = {}
 FINISH = {
     "openai": {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -470,3 +471,22 @@ def test_broken_streams(fmt: str, provider: str) -> None:
         whole = decode_stream(a, recorded(provider, stream_name(provider, "tools")), piece=1 << 20)
         assert sum(isinstance(e, ToolCallStart) for e in whole) == 2
         assert isinstance(whole[-1], StreamEnd) and whole[-1].stop_reason == "tool_use"
+
+
+def test_readme_table_agrees_with_every_cell_that_ran() -> None:
+    """Last in the module: the README's providers x features table, cell by cell, against
+    the outcomes the tests above recorded (only the cells that ran, so `-k` still works)."""
+    spec = importlib.util.spec_from_file_location("provider_matrix", ROOT / "scripts" / "provider_matrix.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shown = script.readme_cells((ROOT / "README.md").read_text())
+    checked = 0
+    for fmt, rows in RESULTS.items():
+        for provider, cells in rows.items():
+            for feature, outcome in cells.items():
+                assert shown.get(fmt, {}).get(provider, {}).get(feature) == script.SYMBOL[outcome], (
+                    f"README says {shown.get(fmt, {}).get(provider, {}).get(feature)!r} for {fmt}/{provider}/"
+                    f"{feature}, the test says {outcome!r}: run scripts/provider_matrix.py --write")
+                checked += 1
+    assert checked == sum(len(cells) for rows in RESULTS.values() for cells in rows.values())
