@@ -12,46 +12,54 @@ class SSEEvent:
 
 
 class SSEParser:
-    """Feeds raw bytes, yields complete events; tolerant of CRLF and split chunks."""
+    """Feeds raw bytes, returns complete events; tolerant of CRLF and of chunks split
+    anywhere (a partial event waits in the buffer for its blank line)."""
 
-    __slots__ = ("_buf", "_event", "_data")
+    __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = b""
-        self._event: str | None = None
-        self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()  # the incomplete last line (b"" when the chunk ended a line)
+        if b"\r" in buf:  # CRLF: normalised, a trailing CR kept for the LF still to come
+            buf = buf[:-1].replace(b"\r\n", b"\n") + b"\r" if buf.endswith(b"\r") else buf.replace(b"\r\n", b"\n")
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()  # the event not yet ended by its blank line
         out: list[SSEEvent] = []
-        for raw in lines:
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            if not raw:
-                if self._data or self._event:
-                    out.append(SSEEvent(self._event, "\n".join(self._data)))
-                self._event, self._data = None, []
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:  # the common one-line event
+                out.append(SSEEvent(None, block[6:].decode("utf-8", "replace")))
                 continue
-            if raw[0] == 0x3A:  # ":" a comment
-                continue
-            name, _, value = raw.partition(b":")
-            if value[:1] == b" ":
-                value = value[1:]
-            if name == b"data":
-                self._data.append(value.decode("utf-8", "replace"))
-            elif name == b"event":
-                self._event = value.decode("utf-8", "replace")
+            event = _event(block)
+            if event is not None:
+                out.append(event)
         return out
 
     def close(self) -> list[SSEEvent]:
         """Flushes a final event that lacked its blank line (some servers do that)."""
-        rest = self.feed(b"\n\n") if self._buf else []
-        if self._data:
-            rest.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
-        return rest
+        rest, self._buf = self._buf.rstrip(b"\r"), b""
+        event = _event(rest) if rest else None
+        return [event] if event is not None else []
+
+
+def _event(block: bytes) -> SSEEvent | None:
+    """One event's lines (`event:`, `data:` lines joined by newlines, `:` comments)."""
+    name_of: str | None = None
+    data: list[str] = []
+    for line in block.split(b"\n"):
+        if not line or line[0] == 0x3A:  # blank, or a ":" comment
+            continue
+        field, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            data.append(value.decode("utf-8", "replace"))
+        elif field == b"event":
+            name_of = value.decode("utf-8", "replace")
+    if not data and name_of is None:
+        return None
+    return SSEEvent(name_of, "\n".join(data))
 
 
 def sse_line(data: bytes, event: str | None = None) -> bytes:
