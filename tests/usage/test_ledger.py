@@ -4,6 +4,7 @@ hits and fallbacks included), the journal's replay, idempotent inserts, retentio
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from decimal import Decimal
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from relaygate.config.models import GatewayConfig
 from relaygate.server.gateway import GATEWAY
 from relaygate.state.db import connect
+from relaygate.usage import ledger as ledger_module
 from relaygate.usage.config import UsageConfig
 from relaygate.usage.journal import Journal
 from relaygate.usage.ledger import Ledger
@@ -272,5 +275,74 @@ async def test_usage_query_refused_cache_hits_and_since(tmp_path: Path) -> None:
         r = rows[0].as_dict("team")
         assert r == {"group": "t1", "requests": 4, "refused": 1, "input_tokens": 20, "output_tokens": 10,
                      "cache_read_tokens": 4, "cache_write_tokens": 0, "cost_usd": 2.0}
+    finally:
+        await store.db.close()
+
+
+async def test_own_segments_are_inserted_from_memory_others_read_back(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await _store(tmp_path, None)
+    parsed: list[str] = []
+    parse = ledger_module._parse
+
+    def counting_parse(data: bytes, name: str) -> list[UsageRecord]:
+        parsed.append(name)
+        return parse(data, name)
+
+    monkeypatch.setattr(ledger_module, "_parse", counting_parse)
+    try:
+        ledger = Ledger(store, Journal(tmp_path / "j"), UsageConfig())
+        for i in range(3):
+            ledger.record(record(f"mem-{i}"))
+        assert await ledger.flush() == 3 and parsed == []  # this process's segment: from memory
+        ledger.journal.max_bytes = 1  # a segment too big to keep in memory is read back
+        ledger.record(record("big-0"))
+        ledger.record(record("big-1"))
+        assert await ledger.flush() == 2 and len(parsed) == 1
+        ledger.journal.max_bytes = 1 << 20
+        ledger.record(record("retry"))
+        insert = store.insert
+
+        async def down(records: Any) -> None:
+            raise OSError("database down")
+
+        monkeypatch.setattr(store, "insert", down)
+        with pytest.raises(OSError):
+            await ledger.flush()
+        monkeypatch.setattr(store, "insert", insert)
+        # the failed flush handed its in-memory copy back: the retry reads the segment
+        assert await ledger.flush() == 1 and len(parsed) == 2
+        for rid in ("mem-0", "mem-1", "mem-2", "big-0", "big-1", "retry"):
+            assert await store.get(rid) is not None, rid
+        assert [p for p in (tmp_path / "j").iterdir() if p != ledger.journal.active] == []
+        await ledger.close()
+    finally:
+        await store.db.close()
+
+
+async def test_close_lets_a_flush_under_way_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled inside a database transaction, a flush could leave it open (and the final
+    flush on SIGTERM would fail): `close` waits for it instead."""
+    store = await _store(tmp_path, None)
+    try:
+        ledger = Ledger(store, Journal(tmp_path / "j"), UsageConfig(flush_interval_s=0.01))
+        await ledger.start()
+        started, cancelled = asyncio.Event(), []
+        insert = store.insert
+
+        async def slow(records: Any) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+            await insert(records)
+
+        monkeypatch.setattr(store, "insert", slow)
+        ledger.record(record("draining"))
+        await started.wait()
+        await ledger.close()
+        assert cancelled == [] and await store.get("draining") is not None
     finally:
         await store.db.close()

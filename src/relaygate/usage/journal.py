@@ -8,6 +8,10 @@ of the machine within that second). Records go to the active segment
 writes closed segments to the database and deletes them. A segment nobody holds a lock on
 is closed: left over by a process that died, or rotated by a live one, and any process may
 flush it (inserts are idempotent, so two flushing the same segment is harmless).
+
+The writer also keeps each record it appends in memory with its segment (up to `max_bytes`
+of a segment), so it can flush the segments it wrote itself without reading them back and
+parsing them; only segments left by other processes (or too big) are read from disk.
 """
 
 from __future__ import annotations
@@ -19,28 +23,37 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar
 
 PREFIX = "usage-"
 SUFFIX = ".jsonl"
+T = TypeVar("T")
 
 
-class Journal:
+class Journal(Generic[T]):
+    """`T`: the in-memory form of a line (the ledger's `UsageRecord`)."""
+
     def __init__(self, directory: str | Path, max_bytes: int = 8 * 1024 * 1024) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes  # a segment bigger than this is not kept in memory
         self._lock = asyncio.Lock()  # rotation vs the periodic fsync of the same fd
         self._fd = -1
         self._path: Path | None = None
         self._size = 0
         self._dirty = False
+        # the active segment's items, one per line; None once a line came without its item
+        self._items: list[T] | None = []
+        self._kept: dict[Path, list[T]] = {}  # closed segments of this process, not yet taken
         self._open_segment()
 
     def _open_segment(self) -> None:
         path = self.dir / f"{PREFIX}{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._fd, self._path, self._size = fd, path, 0
+        if self._path is not None and self._items is not None:
+            self._kept[self._path] = self._items
+        self._fd, self._path, self._size, self._items = fd, path, 0, []
         self._new_entry = True  # the directory entry is made durable by the next sync
 
     @property
@@ -51,15 +64,21 @@ class Journal:
     def pending_bytes(self) -> int:
         return self._size
 
-    def append(self, line: bytes) -> None:
-        """One record, one write(2). Raises OSError (disk full) for the caller to handle."""
-        data = line if line.endswith(b"\n") else line + b"\n"
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self._size += len(data)
+    def append(self, line: bytes, item: T | None = None) -> None:
+        """One record, one write(2). Raises OSError (disk full) for the caller to handle.
+        `item` (what `line` encodes) is kept with the segment for `take_closed`."""
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        n = os.write(self._fd, line)
+        if n < len(line):  # a regular file takes it all unless the disk is full: then this raises
+            _write_all(self._fd, memoryview(line)[n:])
+        self._size += len(line)
         self._dirty = True
+        if self._items is not None:
+            if item is None or self._size > self.max_bytes:
+                self._items = None  # this segment will be read back from disk
+            else:
+                self._items.append(item)
 
     async def sync(self) -> None:
         """fsync the active segment if anything was written since the last sync."""
@@ -103,6 +122,14 @@ class Journal:
     def closed_segments(self) -> list[Path]:
         return sorted(p for p in self.dir.glob(f"{PREFIX}*{SUFFIX}") if p != self._path)
 
+    def take_closed(self) -> list[tuple[Path, list[T] | None]]:
+        """Every closed segment, oldest first, with the items this process appended to it
+        (line for line), or None when it must be read from disk (left by another process,
+        too big, or appended to without items). Hands the items over: a later call returns
+        None for a segment still there (its flush failed), so memory never piles up."""
+        kept, self._kept = self._kept, {}
+        return [(p, kept.get(p)) for p in self.closed_segments()]
+
     def backlog_bytes(self) -> int:
         total = 0
         for p in self.closed_segments():
@@ -113,6 +140,12 @@ class Journal:
         return total + self._size
 
 
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
 def _sync_close(fd: int) -> None:
     try:
         os.fsync(fd)
@@ -121,9 +154,10 @@ def _sync_close(fd: int) -> None:
 
 
 @contextmanager
-def claim(path: Path) -> Iterator[bytes | None]:
-    """Locks a closed segment for flushing and yields its bytes; None when another
-    process holds it (its active segment, or it is flushing it) or it is gone."""
+def claim(path: Path, read: bool = True) -> Iterator[bytes | None]:
+    """Locks a closed segment for flushing and yields its bytes (b"" when not `read`);
+    None when another process holds it (its active segment, or it is flushing it) or it
+    is gone."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -137,6 +171,9 @@ def claim(path: Path) -> Iterator[bytes | None]:
             return
         if os.fstat(fd).st_nlink == 0:  # flushed and deleted by someone else meanwhile
             yield None
+            return
+        if not read:
+            yield b""
             return
         chunks = []
         while True:

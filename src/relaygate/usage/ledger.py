@@ -4,9 +4,9 @@
 too) once everything else is known, and before the answer's last byte is written. It
 appends the record to the journal (one write(2)); the `Ledger`'s background tasks fsync
 the journal at least every second and move closed segments into the database in batches
-(idempotent inserts), deleting a segment only after its rows are committed. On start,
-segments left by a previous process are replayed; on close (SIGTERM) everything is
-flushed.
+(idempotent inserts), deleting a segment only after its rows are committed. The records of
+a segment this process wrote are inserted from memory; segments left by a previous process
+are read back and parsed (replayed on start). On close (SIGTERM) everything is flushed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _RETENTION_EVERY_S = 3600.0
 
 
 class Ledger:
-    def __init__(self, store: LedgerStore, journal: Journal, cfg: UsageConfig,
+    def __init__(self, store: LedgerStore, journal: Journal[UsageRecord], cfg: UsageConfig,
                  metrics: GatewayMetrics | None = None) -> None:
         self.store = store
         self.journal = journal
@@ -47,7 +47,7 @@ class Ledger:
     def record(self, rec: UsageRecord) -> None:
         """Makes the record durable before the caller answers (one write(2))."""
         try:
-            self.journal.append(rec.to_json())
+            self.journal.append(rec.to_json(), rec)
         except OSError as exc:  # disk full, journal removed: keep it in memory, insert directly
             log.error("usage journal write failed (%s); request %s kept in memory", exc, rec.request_id)
             self._unjournaled.append(rec)
@@ -74,8 +74,9 @@ class Ledger:
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.flush()
-                await self._retention()
+                async with self._flush_lock:  # `close` waits for this, never cancels it midway
+                    await self._flush()
+                    await self._retention()
                 delay = self.cfg.flush_interval_s
             except Exception as exc:  # the database is down: the journal keeps everything
                 if self.metrics is not None:
@@ -87,30 +88,34 @@ class Ledger:
         """Rotates the active segment and writes every closed segment to the database;
         returns the number of records written."""
         async with self._flush_lock:
-            if not self._closed:
-                await self.journal.rotate()
-            written = 0
-            for path in self.journal.closed_segments():
-                with claim(path) as data:
-                    if data is None:
-                        continue
-                    records = _parse(data, path.name)
-                    for i in range(0, len(records), self.cfg.batch_size):
-                        await self.store.insert(records[i:i + self.cfg.batch_size])
-                    path.unlink(missing_ok=True)
-                    written += len(records)
-            if self._unjournaled:
-                pending, self._unjournaled = self._unjournaled, []
-                try:
-                    await self.store.insert(pending)
-                except BaseException:
-                    self._unjournaled = pending + self._unjournaled
-                    raise
-                written += len(pending)
-            if self.metrics is not None:
-                self.metrics.ledger_flushed.inc(written)
-                self.metrics.ledger_backlog.set(self.journal.backlog_bytes())
-            return written
+            return await self._flush()
+
+    async def _flush(self) -> int:
+        if not self._closed:
+            await self.journal.rotate()
+        written = 0
+        for path, kept in self.journal.take_closed():
+            with claim(path, read=kept is None) as data:
+                if data is None:
+                    continue
+                # this process's own segment: the records it appended, no need to parse them
+                records = kept if kept is not None else _parse(data, path.name)
+                for i in range(0, len(records), self.cfg.batch_size):
+                    await self.store.insert(records[i:i + self.cfg.batch_size])
+                path.unlink(missing_ok=True)
+                written += len(records)
+        if self._unjournaled:
+            pending, self._unjournaled = self._unjournaled, []
+            try:
+                await self.store.insert(pending)
+            except BaseException:
+                self._unjournaled = pending + self._unjournaled
+                raise
+            written += len(pending)
+        if self.metrics is not None:
+            self.metrics.ledger_flushed.inc(written)
+            self.metrics.ledger_backlog.set(self.journal.backlog_bytes())
+        return written
 
     async def _retention(self) -> None:
         days = self.cfg.retention_days
@@ -123,20 +128,23 @@ class Ledger:
             log.info("usage retention: deleted %d records older than %d days", deleted, days)
 
     async def close(self) -> None:
-        """Drains: stops the loops, flushes everything, closes the journal."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        """Drains: stops the loops, flushes everything, closes the journal. A flush under
+        way finishes first: cancelled inside a database transaction, it could leave that
+        transaction open and make the final flush fail."""
+        async with self._flush_lock:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+            self._tasks = []
             try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks = []
-        try:
-            await self.flush()
-        except Exception as exc:  # kept in the journal for the next start
-            log.error("usage ledger could not flush on close (kept in the journal): %s", exc)
-        self._closed = True
+                await self._flush()
+            except Exception as exc:  # kept in the journal for the next start
+                log.error("usage ledger could not flush on close (kept in the journal): %s", exc)
+            self._closed = True
         await self.journal.close()
 
 

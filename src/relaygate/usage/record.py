@@ -3,9 +3,10 @@ included), built from the finished `RequestContext`."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -27,7 +28,16 @@ def from_nanos(nanos: int) -> Decimal:
     return (Decimal(nanos) * NANO).quantize(NANO)
 
 
-@dataclass(slots=True)
+@lru_cache(maxsize=16)
+def utc_day(day_number: int) -> str:
+    """`YYYY-MM-DD` of a day counted from the epoch (`ts // 86400`), cached: every record of
+    a day asks for the same string."""
+    return time.strftime("%Y-%m-%d", time.gmtime(day_number * 86400))
+
+
+# Both dataclasses keep a `__dict__` (no `slots=True`): orjson serializes such a dataclass
+# from its `__dict__`, several times faster than one with slots (one getattr per field).
+@dataclass
 class AttemptUsage:
     """One upstream call. `billed` when the provider answered (and so charged); its
     usage and cost are known only then."""
@@ -47,7 +57,7 @@ class AttemptUsage:
     cost_nusd: int = 0
 
 
-@dataclass(slots=True)
+@dataclass
 class UsageRecord:
     request_id: str
     ts: float
@@ -85,7 +95,7 @@ class UsageRecord:
 
     @property
     def day(self) -> str:
-        return datetime.fromtimestamp(self.ts, UTC).date().isoformat()
+        return utc_day(int(self.ts // 86400))
 
     @property
     def cost_usd(self) -> Decimal:
@@ -98,7 +108,9 @@ class UsageRecord:
         return 400 <= self.status < 500 and self.attempts == 0 and not self.cache_status.startswith("hit")
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self)  # orjson writes dataclasses natively (dataclasses.asdict is 10x slower)
+        """One journal line, newline included (orjson writes dataclasses natively, much
+        faster than `dataclasses.asdict`)."""
+        return orjson.dumps(self, option=orjson.OPT_APPEND_NEWLINE)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> UsageRecord:
