@@ -83,10 +83,10 @@ def test_bedrock_api_key_is_a_bearer_token() -> None:
 def test_bedrock_credentials_from_the_chain_or_a_clear_401(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = ProviderConfig.model_validate({"type": "bedrock", "region": "us-east-1"})
     chain = Credentials("AKIACHAINCREDS000001", "chain-secret")
-    monkeypatch.setattr("relaygate.providers.bedrock.signing.Session.get_credentials", lambda self: chain)
+    monkeypatch.setattr("botocore.session.Session.get_credentials", lambda self: chain)
     signer = AwsSigner("b", cfg, "us-east-1")
     assert signer.credentials().access_key == "AKIACHAINCREDS000001"
-    monkeypatch.setattr("relaygate.providers.bedrock.signing.Session.get_credentials", lambda self: None)
+    monkeypatch.setattr("botocore.session.Session.get_credentials", lambda self: None)
     with pytest.raises(UpstreamError) as info:
         AwsSigner("b", cfg, "us-east-1").credentials()
     assert info.value.status == 401 and "no AWS credentials" in info.value.message

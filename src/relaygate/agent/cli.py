@@ -14,13 +14,15 @@ import typer
 
 from relaygate.agent.sandbox.bwrap import sandbox_unavailable_reason
 from relaygate.agent.sandbox.config import SandboxConfig, load_sandbox_config
-from relaygate.agent.sandbox.pool import KernelPool
-from relaygate.agent.sandbox.state import open_state_store
 
 app = typer.Typer(help="The sandboxed notebook tool (an MCP server).", no_args_is_help=True)
 
 
 async def _serve(config: SandboxConfig, port: int | None, sandboxed: bool) -> None:
+    # jupyter_client/zmq/tornado and asyncpg: imported only to serve, never by `relaygate serve`
+    from relaygate.agent.sandbox.pool import KernelPool
+    from relaygate.agent.sandbox.state import open_state_store
+
     pool = KernelPool(config, open_state_store(config.database_url), sandboxed=sandboxed)
     main = asyncio.current_task()
     assert main is not None

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from relaygate.cache.store import StoreKey
@@ -17,6 +16,8 @@ from relaygate.errors import GatewayError
 from relaygate.server.admin import json, require_master
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from relaygate.cache.stage import CacheStage
 
 log = logging.getLogger("relaygate.cache")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from relaygate.chaos.load import ChaosSettings, ChaosStats, RequestOutcome, run_chaos
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def chaos_command(
@@ -43,6 +44,10 @@ def chaos_command(
         timeout_s=timeout_s,
         bypass_cache=not allow_cache,
     )
+    # rich: imported by this command only, not by every `relaygate` (serve) start
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     err_console = Console(stderr=True)
     with Progress(
         TextColumn("chaos"),
@@ -70,6 +75,8 @@ def chaos_command(
 
 def _table(stats: ChaosStats) -> Table:
     data = stats.as_json()
+    from rich.table import Table
+
     table = Table(title="relaygate chaos", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -7,7 +7,6 @@ import os
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -18,6 +17,8 @@ AS_JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def _call(method: str, url: str, master_key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
+    import httpx  # only the admin client needs it, not `relaygate serve`
+
     key = master_key or os.environ.get("RELAYGATE_MASTER_KEY")
     if not key:
         typer.echo("no master key: pass --master-key or set RELAYGATE_MASTER_KEY", err=True)

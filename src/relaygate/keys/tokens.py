@@ -8,8 +8,6 @@ import hmac
 import os
 import secrets
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from relaygate.errors import GatewayError
 from relaygate.pipeline.auth import hash_key
 
@@ -46,6 +44,9 @@ class SecretBox:
     def __init__(self, secret: str) -> None:
         if len(secret) < 16:
             raise ValueError(f"{SECRET_ENV} must be at least 16 characters")
+        # cryptography (~9 MB): imported only when RELAYGATE_SECRET_KEY is set
+        from cryptography.fernet import Fernet
+
         digest = hashlib.sha256(b"relaygate-credentials\0" + secret.encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
 
@@ -58,6 +59,8 @@ class SecretBox:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:

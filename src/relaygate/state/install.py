@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from relaygate.server.gateway import Gateway
 from relaygate.state.db import connect
-from relaygate.state.redis_breakers import RedisBreakers
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 def open_redis(url: str) -> aioredis.Redis:
+    # redis-py imports OpenTelemetry, psutil and cryptography (~25 MB): only when configured
+    import redis.asyncio as aioredis
+
     return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
 
 
@@ -33,4 +38,6 @@ async def install(gw: Gateway) -> None:
 
         readiness["redis"] = redis_ok
         gw.on_close(redis.aclose)
+        from relaygate.state.redis_breakers import RedisBreakers
+
         gw.use_breakers(RedisBreakers(redis, gw.breaker_policy))

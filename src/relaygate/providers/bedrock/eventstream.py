@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from botocore.eventstream import EventStreamBuffer, ParserError
 
 from relaygate.errors import UpstreamError
 from relaygate.providers.bedrock.errors import stream_exception
@@ -19,7 +18,11 @@ class EventStreamReader:
     def __init__(self, provider: str, secrets: list[str]) -> None:
         self.provider = provider
         self.secrets = secrets
+        # botocore (~20 MB) is imported only once a Bedrock stream is read
+        from botocore.eventstream import EventStreamBuffer, ParserError
+
         self._buffer = EventStreamBuffer()
+        self._parser_error = ParserError
         self._pending = 0
 
     def feed(self, chunk: bytes) -> list[tuple[str, dict[str, Any]]]:
@@ -30,7 +33,7 @@ class EventStreamReader:
             for message in self._buffer:
                 self._pending -= message.prelude.total_length
                 out.append(self._event(message.headers, message.payload))
-        except ParserError as exc:
+        except self._parser_error as exc:
             raise UpstreamError(502, f"{self.provider}: corrupt event stream ({type(exc).__name__})") from None
         return out
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import yarl
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from botocore.session import Session
 
 from relaygate.config.models import ProviderConfig
 from relaygate.errors import UpstreamError
 from relaygate.providers.base import UpstreamRequest
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
+
+# botocore (~20 MB with urllib3 and its data loaders) is imported only when a Bedrock
+# provider is built or signs, never at gateway start.
 
 SIGNING_SERVICE = "bedrock"
 
@@ -30,6 +32,8 @@ class AwsSigner:
         self.region = region
         self._static: Credentials | None = None
         if cfg.aws_access_key_id and cfg.aws_secret_access_key:
+            from botocore.credentials import Credentials
+
             self._static = Credentials(
                 cfg.aws_access_key_id.get_secret_value(),
                 cfg.aws_secret_access_key.get_secret_value(),
@@ -43,6 +47,8 @@ class AwsSigner:
             return self._static
         with self._lock:
             if self._chain is None:
+                from botocore.session import Session
+
                 self._chain = Session().get_credentials()
         if self._chain is None:
             raise UpstreamError(
@@ -54,6 +60,9 @@ class AwsSigner:
         return self._chain.get_frozen_credentials()
 
     def __call__(self, req: UpstreamRequest) -> UpstreamRequest:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
         aws = AWSRequest(method=req.method, url=req.url, data=req.body, headers=dict(req.headers))
         SigV4Auth(self.credentials(), SIGNING_SERVICE, self.region).add_auth(aws)
         return dataclasses.replace(req, url=wire_url(req.url), headers=dict(aws.headers.items()), sign=None)
