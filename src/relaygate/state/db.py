@@ -10,14 +10,18 @@ starting together migrate once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
-import asyncpg
+
+if TYPE_CHECKING:
+    import asyncpg  # imported only for a postgresql:// database_url
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 Row = dict[str, Any]
@@ -88,23 +92,31 @@ class SqliteDatabase:
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         async with self._lock:
-            await self._conn.execute("BEGIN")
             try:
+                await self._conn.execute("BEGIN")
                 await self._conn.executemany(self._sql(sql), rows)
                 await self._conn.execute("COMMIT")
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await self._rollback()
                 raise
+
+    async def _rollback(self) -> None:
+        """After a failure or a cancellation anywhere in a transaction. aiosqlite runs a
+        statement in its thread even when the awaiting task is cancelled, so a cancelled
+        `BEGIN` still began one: rolling back is always needed, and finding nothing to roll
+        back (the failure came before `BEGIN` ran, or after `COMMIT`) is fine."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            await self._conn.execute("ROLLBACK")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield _SqliteTx(self._conn)
                 await self._conn.execute("COMMIT")
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await self._rollback()
                 raise
 
     async def migrate(self, component: str, migrations: Sequence[str]) -> int:
@@ -162,6 +174,8 @@ class PostgresDatabase:
 
     @classmethod
     async def open(cls, url: str, min_size: int = 1, max_size: int = 10) -> PostgresDatabase:
+        import asyncpg
+
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
         return cls(pool)
 
