@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -84,20 +87,20 @@ async def test_memory_entries_expire_with_their_ttl() -> None:
 
 async def test_lru_stays_within_its_byte_bound_and_evicts_least_recently_used() -> None:
     evicted: list[int] = []
-    store = MemoryStore(10_000, on_evict=evicted.append)
+    store = MemoryStore(14_000, on_evict=evicted.append)  # ~1.3 kB per 900-byte value
     for i in range(10):
         await store.put(k(digest=f"d{i}"), b"x" * 900, 60)
-    assert store.bytes <= 10_000 and len(store) == 10
+    assert store.bytes <= 14_000 and len(store) == 10
     assert await store.get(k(digest="d0")) is not None  # d0 is now the most recent
     await store.put(k(digest="d10"), b"x" * 900, 60)
     await store.put(k(digest="d11"), b"x" * 900, 60)
-    assert store.bytes <= 10_000
+    assert store.bytes <= 14_000
     assert await store.get(k(digest="d0")) is not None
     assert await store.get(k(digest="d1")) is None and await store.get(k(digest="d2")) is None
     assert store.evictions == sum(evicted) == 2
     for i in range(200):
         await store.put(k(digest=f"many{i}"), b"y" * (i * 7 % 1000), 60)
-        assert store.bytes <= 10_000
+        assert store.bytes <= 14_000
     assert store.bytes == sum(item.size for item in store._items.values())
 
 
@@ -107,3 +110,23 @@ async def test_an_entry_larger_than_the_bound_is_not_stored() -> None:
     await store.put(k(digest="huge"), b"h" * 5000, 60)
     assert await store.get(k(digest="huge")) is None
     assert await store.get(k(digest="small")) is not None
+
+
+async def test_the_bound_counts_the_memory_an_entry_really_holds() -> None:
+    """What the process holds for N entries (tracemalloc) is what the bound counts, within
+    20 %, for orjson-made values (whose buffers are 4 KiB whatever their length) and for
+    tenant/route strings made per request."""
+    store = MemoryStore(1 << 30)
+    n = 5000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            value = orjson.dumps({"answer": "The quick brown fox. " * (10 + i % 20), "n": i})
+            digest = hashlib.blake2b(str(i).encode(), digest_size=20).hexdigest()
+            await store.put(StoreKey("org:" + "acme", "route-" + "bench", digest), value, 60)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(store) == n
+    assert 0.8 <= held / store.bytes <= 1.2, (held / n, store.bytes / n)

@@ -4,16 +4,20 @@ every replica). One interface, one test suite for both."""
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio as aioredis
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis  # imported only when Redis is configured (it pulls in OpenTelemetry)
 
-# Per-entry bookkeeping an in-process entry costs beside its key and value bytes.
-_ENTRY_OVERHEAD = 64
+# What an in-process entry costs beside its value and digest objects (measured on CPython
+# 3.11, tests/cache/test_store.py checks it against tracemalloc): the StoreKey, the _Item and
+# its expiry float, the OrderedDict node and its share of the hash table.
+_ENTRY_OVERHEAD = 320
 
 
 def tag(value: str) -> str:
@@ -48,14 +52,23 @@ class AnswerStore(Protocol):
 class _Item:
     value: bytes
     expires: float
-    tenant: str
-    route: str
     size: int
+
+
+def entry_size(key: StoreKey, value: bytes) -> int:
+    """The memory an entry holds: the value and digest objects (headers included), the
+    fixed bookkeeping; tenant and route are interned, shared by every entry of theirs."""
+    return sys.getsizeof(value) + sys.getsizeof(key.digest) + _ENTRY_OVERHEAD
 
 
 class MemoryStore:
     """LRU by bytes: a put that goes over `max_bytes` evicts the least recently used
-    entries first; an entry larger than the whole bound is not stored."""
+    entries first; an entry larger than the whole bound is not stored. The bound counts
+    what an entry really holds (`entry_size`), so RSS stops growing once it is full.
+
+    Values are copied to an exact-size bytes object: `orjson.dumps` returns bytes whose
+    allocation is at least 4 KiB whatever their length, and keeping those would hold
+    5-10x the counted bytes."""
 
     backend = "memory"
 
@@ -86,12 +99,13 @@ class MemoryStore:
         return item.value
 
     async def put(self, key: StoreKey, value: bytes, ttl_s: int) -> None:
-        size = len(value) + len(key.digest) + len(key.tenant) + len(key.route) + _ENTRY_OVERHEAD
+        size = entry_size(key, value)
         if key in self._items:
             self._drop(key)
         if size > self.max_bytes:
             return
-        self._items[key] = _Item(value, self._clock() + ttl_s, key.tenant, key.route, size)
+        key = StoreKey(sys.intern(key.tenant), sys.intern(key.route), key.digest)
+        self._items[key] = _Item(bytes(memoryview(value)), self._clock() + ttl_s, size)
         self.bytes += size
         evicted = 0
         while self.bytes > self.max_bytes:

@@ -151,8 +151,10 @@ class CircuitBreakerConfig(Strict):
 class ExactCacheConfig(Strict):
     enabled: bool = True
     ttl_s: int = Field(3600, ge=1)
-    # bound of the in-process LRU (values + keys); Redis is bounded by its own maxmemory
-    max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # bound of the in-process LRU: the memory its entries really hold (values, keys, per-entry
+    # bookkeeping), so RSS stops growing once it is full; ~20k answers of ~500 bytes.
+    # Redis is bounded by its own maxmemory.
+    max_bytes: int = Field(16 * 1024 * 1024, ge=0)
     # auto = Redis when `state.redis_url` is set, else the in-process LRU
     backend: Literal["auto", "memory", "redis"] = "auto"
     # identical concurrent misses wait for one upstream call (per process)
