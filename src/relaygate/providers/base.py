@@ -92,6 +92,17 @@ class EmbeddingsAdapter(Protocol):
     def parse_embeddings(self, body: bytes, headers: Mapping[str, str] | None = None) -> EmbeddingsResult: ...
 
 
+def upstream_json(provider: str, body: bytes) -> dict[str, Any]:
+    """An upstream answer's JSON object, or the 502 that an unparsable answer is."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(502, f"{provider}: upstream answered with invalid JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(502, f"{provider}: upstream answered with a non-object JSON body")
+    return data
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`retry-after-ms`, then `Retry-After` as seconds or an HTTP date."""
     ms = headers.get("retry-after-ms")

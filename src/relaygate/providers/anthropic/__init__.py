@@ -10,7 +10,14 @@ from relaygate.config.models import ProviderConfig
 from relaygate.errors import UpstreamError
 from relaygate.formats import anthropic as fmt
 from relaygate.formats.types import ChatResponse
-from relaygate.providers.base import ChatCall, StreamDecoder, UpstreamRequest, secret_values, upstream_error
+from relaygate.providers.base import (
+    ChatCall,
+    StreamDecoder,
+    UpstreamRequest,
+    secret_values,
+    upstream_error,
+    upstream_json,
+)
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -40,10 +47,7 @@ class AnthropicAdapter:
         return UpstreamRequest("POST", self.url, self.headers, orjson.dumps(body), bool(body.get("stream")))
 
     def parse_chat(self, body: bytes) -> ChatResponse:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(502, f"{self.name}: upstream answered with invalid JSON") from exc
+        data = upstream_json(self.name, body)
         return fmt.parse_response(data)
 
     def stream_decoder(self) -> StreamDecoder:

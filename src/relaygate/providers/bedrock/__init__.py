@@ -30,6 +30,7 @@ from relaygate.providers.base import (
     StreamDecoder,
     UpstreamRequest,
     secret_values,
+    upstream_json,
 )
 from relaygate.providers.bedrock import converse
 from relaygate.providers.bedrock.errors import bedrock_error
@@ -105,7 +106,7 @@ class BedrockAdapter:
         return self._request(model_id, action, body, stream)
 
     def parse_chat(self, body: bytes) -> ChatResponse:
-        data = self._json(body)
+        data = upstream_json(self.name, body)
         if "output" in data:
             return converse.parse_response(data)
         if data.get("type") == "message":
@@ -157,7 +158,7 @@ class BedrockAdapter:
         return [self._request(model_id, "invoke", b, False) for b in bodies]
 
     def parse_embeddings(self, body: bytes, headers: Mapping[str, str] | None = None) -> EmbeddingsResult:
-        data = self._json(body)
+        data = upstream_json(self.name, body)
         header_tokens = (headers or {}).get("x-amzn-bedrock-input-token-count")
         if "embedding" in data:  # Titan
             tokens = int(data.get("inputTextTokenCount") or header_tokens or 0)
@@ -171,12 +172,3 @@ class BedrockAdapter:
         texts = data.get("texts") or []
         tokens = int(header_tokens) if header_tokens else sum(math.ceil(len(str(t)) / 4) for t in texts)
         return EmbeddingsResult(vectors, tokens, "")
-
-    def _json(self, body: bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, f"{self.name}: upstream answered with invalid JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamError(502, f"{self.name}: upstream answered with a non-object JSON body")
-        return data

@@ -22,6 +22,7 @@ from relaygate.providers.base import (
     UpstreamRequest,
     secret_values,
     upstream_error,
+    upstream_json,
 )
 from relaygate.providers.gemini import codec
 
@@ -72,7 +73,7 @@ class GeminiAdapter:
         return UpstreamRequest("POST", url, self.headers, orjson.dumps(body), stream)
 
     def parse_chat(self, body: bytes) -> ChatResponse:
-        return codec.parse_response(self._json(body))
+        return codec.parse_response(upstream_json(self.name, body))
 
     def stream_decoder(self) -> StreamDecoder:
         return codec.StreamDecoder(self.name)
@@ -118,7 +119,7 @@ class GeminiAdapter:
 
     def parse_embeddings(self, body: bytes, headers: Mapping[str, str] | None = None) -> EmbeddingsResult:
         """AI Studio's batch answer reports no token count (0 here: the caller estimates)."""
-        data = self._json(body)
+        data = upstream_json(self.name, body)
         if "predictions" in data:
             vectors: list[list[float]] = []
             tokens = 0
@@ -135,15 +136,6 @@ class GeminiAdapter:
         vectors = [[float(v) for v in (e or {}).get("values") or []] for e in items]
         tokens = int((data.get("usageMetadata") or {}).get("promptTokenCount") or 0)
         return EmbeddingsResult(vectors, tokens, "")
-
-    def _json(self, body: bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, f"{self.name}: upstream answered with invalid JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamError(502, f"{self.name}: upstream answered with a non-object JSON body")
-        return data
 
 
 

@@ -21,6 +21,7 @@ from relaygate.providers.base import (
     UpstreamRequest,
     secret_values,
     upstream_error,
+    upstream_json,
 )
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -61,10 +62,7 @@ class OpenAIAdapter:
         return UpstreamRequest("POST", self.url, self.headers, orjson.dumps(body), bool(body.get("stream")))
 
     def parse_chat(self, body: bytes) -> ChatResponse:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(502, f"{self.name}: upstream answered with invalid JSON") from exc
+        data = upstream_json(self.name, body)
         return fmt.parse_response(data)
 
     def stream_decoder(self) -> StreamDecoder:
@@ -91,10 +89,7 @@ class OpenAIAdapter:
         return [UpstreamRequest("POST", self.embeddings_url(call.model), self.headers, orjson.dumps(body))]
 
     def parse_embeddings(self, body: bytes, headers: Mapping[str, str] | None = None) -> EmbeddingsResult:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(502, f"{self.name}: upstream answered with invalid JSON") from exc
+        data = upstream_json(self.name, body)
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise UpstreamError(502, f"{self.name}: embeddings answer without 'data'")
