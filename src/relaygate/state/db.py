@@ -51,6 +51,22 @@ def _split(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+async def _apply_migrations(tx: Executor, component: str, migrations: Sequence[str]) -> int:
+    """Runs, inside the caller's transaction, the migrations of `component` not yet
+    recorded in `relaygate_migrations` (version = position in the list, from 1)."""
+    rows = await tx.fetch("SELECT version FROM relaygate_migrations WHERE component = $1", component)
+    applied = {int(r["version"]) for r in rows}
+    count = 0
+    for version, script in enumerate(migrations, start=1):
+        if version in applied:
+            continue
+        for statement in _split(script):
+            await tx.execute(statement)
+        await tx.execute("INSERT INTO relaygate_migrations (component, version) VALUES ($1, $2)", component, version)
+        count += 1
+    return count
+
+
 class SqliteDatabase:
     """aiosqlite on one connection (WAL); writes and transactions are serialised by a lock,
     which is what SQLite does anyway, and makes compare-and-set sequences atomic."""
@@ -123,18 +139,7 @@ class SqliteDatabase:
         await self.execute("CREATE TABLE IF NOT EXISTS relaygate_migrations "
                            "(component TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (component, version))")
         async with self.transaction() as tx:
-            rows = await tx.fetch("SELECT version FROM relaygate_migrations WHERE component = $1", component)
-            applied = {int(r["version"]) for r in rows}
-            count = 0
-            for version, script in enumerate(migrations, start=1):
-                if version in applied:
-                    continue
-                for statement in _split(script):
-                    await tx.execute(statement)
-                await tx.execute("INSERT INTO relaygate_migrations (component, version) VALUES ($1, $2)",
-                                 component, version)
-                count += 1
-        return count
+            return await _apply_migrations(tx, component, migrations)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -203,18 +208,7 @@ class PostgresDatabase:
             await tx.execute("SELECT pg_advisory_xact_lock(hashtext('relaygate_migrations'))")
             await tx.execute("CREATE TABLE IF NOT EXISTS relaygate_migrations "
                              "(component TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (component, version))")
-            rows = await tx.fetch("SELECT version FROM relaygate_migrations WHERE component = $1", component)
-            applied = {int(r["version"]) for r in rows}
-            count = 0
-            for version, script in enumerate(migrations, start=1):
-                if version in applied:
-                    continue
-                for statement in _split(script):
-                    await tx.execute(statement)
-                await tx.execute("INSERT INTO relaygate_migrations (component, version) VALUES ($1, $2)",
-                                 component, version)
-                count += 1
-        return count
+            return await _apply_migrations(tx, component, migrations)
 
     async def close(self) -> None:
         await self._pool.close()
