@@ -49,6 +49,7 @@ async def install(gw: Gateway) -> None:
     stage = CacheStage(gw.cfg, store, metrics, gw.metrics.route_label, hits, PromptCaching(gw.cfg), semantic)
     gw.add_stage(stage)
     gw.metrics.on_render.append(stage.refresh_gauges)
+    gw.metrics.on_render.append(metrics.flush)
     gw.services["cache"] = stage
     gw.admin_routes.append(admin_routes(stage))
     log.info("cache: exact on %s%s", store.backend,

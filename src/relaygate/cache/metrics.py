@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from relaygate.observability.metrics import Children
+from relaygate.observability.metrics import Children, Counts
 
 _LOOKUP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
@@ -30,7 +30,11 @@ class CacheMetrics:
                                   "POST /admin/cache/feedback", ["tier", "route"], registry=r)
         self.purged = Counter("relaygate_cache_purged", "Entries removed by POST /admin/cache/purge",
                               ["tier"], registry=r)
-        # the hot path's children, looked up without prometheus' per-call validation
-        self.lookup = Children(self.lookups)
+        # the hot path's series: counts added at scrape time (`flush`), histogram children cached
+        self.lookup = Counts(self.lookups)
+        self.stored = Counts(self.stores)
         self.lookup_time = Children(self.lookup_seconds)
-        self.stored = Children(self.stores)
+
+    def flush(self) -> None:
+        self.lookup.flush()
+        self.stored.flush()

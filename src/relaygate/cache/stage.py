@@ -137,9 +137,9 @@ class CacheStage:
         answer = CachedAnswer.from_bytes(raw) if raw is not None else None
         route = self.route_label(ctx.route_name)
         if answer is None or answer.tenant != decision.key.tenant:
-            self.metrics.lookup("exact", "miss", route).inc()
+            self.metrics.lookup.inc("exact", "miss", route)
             return False
-        self.metrics.lookup("exact", "hit", route).inc()
+        self.metrics.lookup.inc("exact", "hit", route)
         await self._serve(ctx, answer, "hit-exact", HitRecord("exact", ctx.route_name, decision.key.tenant,
                                                          decision.key.digest))
         return True
@@ -168,9 +168,9 @@ class CacheStage:
                 ctx.response_headers["x-relaygate-cache-shadow"] = f"would-hit; similarity={match.similarity:.4f}"
             return False
         if match is None or match.answer.tenant != decision.key.tenant:
-            self.metrics.lookup("semantic", "miss", route).inc()
+            self.metrics.lookup.inc("semantic", "miss", route)
             return False
-        self.metrics.lookup("semantic", "hit", route).inc()
+        self.metrics.lookup.inc("semantic", "hit", route)
         ctx.response_headers["x-relaygate-cache-similarity"] = f"{match.similarity:.4f}"
         await self._serve(ctx, match.answer, "hit-semantic",
                     HitRecord("semantic", ctx.route_name, decision.key.tenant, match.entry_id, match.similarity))
@@ -215,11 +215,11 @@ class CacheStage:
             return
         try:
             await self.store.put(decision.key, answer.to_bytes(), decision.ttl_s)
-            self.metrics.stored("exact").inc()
+            self.metrics.stored.inc("exact")
             if self.semantic is not None and decision.semantic_context and decision.semantic_text:
                 await self.semantic.store(decision.semantic_context, decision.key.tenant, ctx.route_name,
                                           decision.semantic_text, answer, decision.semantic_ttl_s)
-                self.metrics.stored("semantic").inc()
+                self.metrics.stored.inc("semantic")
         except Exception as exc:
             log.warning("cache write failed (%s): the answer was served but not cached", exc)
 

@@ -55,6 +55,26 @@ class Children:
         return child
 
 
+class Counts:
+    """A labelled counter incremented in plain Python and added to Prometheus when
+    `/metrics` is rendered (`flush`): prometheus_client takes a lock for every `inc()`, and a
+    request makes about a dozen. Label values are bounded as for `Children`."""
+
+    __slots__ = ("metric", "_pending")
+
+    def __init__(self, metric: Counter) -> None:
+        self.metric = metric
+        self._pending: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *values: str, amount: float = 1.0) -> None:
+        self._pending[values] = self._pending.get(values, 0.0) + amount
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for values, amount in pending.items():
+            self.metric.labels(*values).inc(amount)
+
+
 class GatewayMetrics:
     def __init__(self, known_routes: set[str]) -> None:
         self.registry = CollectorRegistry()
@@ -98,50 +118,56 @@ class GatewayMetrics:
                                     registry=r)
         self.alerts_sent = Counter("relaygate_alerts", "Alert and webhook deliveries by event and outcome",
                                    ["event", "outcome"], registry=r)
-        self._requests = Children(self.requests)
-        self._request_errors = Children(self.request_errors)
         self._latency = Children(self.latency)
         self._ttft = Children(self.ttft)
-        self._attempts = Children(self.attempts)
-        self._upstream_errors = Children(self.upstream_errors)
-        self._skips = Children(self.skips)
-        self._cache = Children(self.cache)
-        self._tokens = Children(self.tokens)
-        self._team_tokens = Children(self.team_tokens)
-        self._cost = Children(self.cost)
-        # gauges that are cheap to read at scrape time and needless to update per request
+        # what is only read at scrape time: gauges refreshed then, per-request counts added then
         self.on_render: list[Callable[[], None]] = []
+        self._requests = self.counts(self.requests)
+        self._request_errors = self.counts(self.request_errors)
+        self._attempts = self.counts(self.attempts)
+        self._upstream_errors = self.counts(self.upstream_errors)
+        self._skips = self.counts(self.skips)
+        self._cache = self.counts(self.cache)
+        self._tokens = self.counts(self.tokens)
+        self._team_tokens = self.counts(self.team_tokens)
+        self._cost = self.counts(self.cost)
         self.model_label = BoundedLabel()
         self.team_label = BoundedLabel()
         self._hits = 0
         self._lookups = 0
+
+    def counts(self, metric: Counter) -> Counts:
+        """`metric` counted in Python between scrapes (see `Counts`)."""
+        counts = Counts(metric)
+        self.on_render.append(counts.flush)
+        return counts
 
     def route_label(self, route: str) -> str:
         return route if route in self.known_routes else ("direct" if "/" in route else "other")
 
     def observe(self, ctx: RequestContext) -> None:
         route = self.route_label(ctx.route_name)
-        self._requests(route, str(ctx.status), ctx.format).inc()
+        self._requests.inc(route, str(ctx.status), ctx.format)
         if ctx.status >= 400:
-            self._request_errors(route, f"{ctx.status // 100}xx").inc()
+            self._request_errors.inc(route, f"{ctx.status // 100}xx")
         self._latency(route).observe(ctx.elapsed_ms() / 1000)
         if ctx.ttft_ms is not None:
             self._ttft(route).observe(ctx.ttft_ms / 1000)
         for a in ctx.attempts:
             model = self.model_label(a.model)
             if a.skipped:
-                self._skips(f"{a.provider}/{model}").inc()
+                self._skips.inc(f"{a.provider}/{model}")
             else:
-                self._attempts(a.provider, model, str(a.status)).inc()
+                self._attempts.inc(a.provider, model, str(a.status))
                 if a.status >= 400:
-                    self._upstream_errors(a.provider, str(a.status)).inc()
+                    self._upstream_errors.inc(a.provider, str(a.status))
         if ctx.degraded:
             self.fallbacks.labels(route).inc()
             failed = {a.provider for a in ctx.attempts if not a.skipped and a.status >= 400}
             for provider in failed:
                 self.provider_fallbacks.labels(provider).inc()
         if ctx.cache_status != "bypass":
-            self._cache(ctx.cache_status, route).inc()
+            self._cache.inc(ctx.cache_status, route)
             self._lookups += 1
             if ctx.cache_status.startswith("hit"):
                 self._hits += 1
@@ -156,10 +182,10 @@ class GatewayMetrics:
                                 ("cache_read", u.cache_read_tokens), ("cache_write", u.cache_write_tokens),
                                 ("reasoning", u.reasoning_tokens)):
                 if value:
-                    self._tokens(p, m, kind).inc(value)
-                    self._team_tokens(team, kind).inc(value)
+                    self._tokens.inc(p, m, kind, amount=value)
+                    self._team_tokens.inc(team, kind, amount=value)
             if ctx.cost_usd:
-                self._cost(p, m, team).inc(float(ctx.cost_usd))
+                self._cost.inc(p, m, team, amount=float(ctx.cost_usd))
 
     def render(self, breakers: list[BreakerSnapshot]) -> bytes:
         for refresh in self.on_render:

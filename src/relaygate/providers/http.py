@@ -71,30 +71,33 @@ class HttpTransport:
         session = self._client()
         started = time.monotonic()
         timeout = _connect_timeout(deadlines.connect_s)
+        reading = False  # False: waiting for the answer's head; True: reading a whole body
         try:
-            async with asyncio.timeout(min(deadlines.first_byte_s, deadlines.total_s)):
+            # One deadline for both phases: first byte, then moved to the total for the body.
+            async with asyncio.timeout(min(deadlines.first_byte_s, deadlines.total_s)) as deadline:
                 resp = await session.request(req.method, req.url, data=req.body, headers=req.headers,
                                              timeout=timeout, allow_redirects=False)
+                if resp.status < 400 and req.stream:
+                    return UpstreamResponse(resp.status, resp.headers, b"", _chunks(resp, started, deadlines),
+                                            resp.close)
+                reading = True
+                remaining = deadlines.total_s - (time.monotonic() - started)
+                deadline.reschedule(asyncio.get_running_loop().time() + max(0.001, remaining))
+                body = await resp.read()
         except TimeoutError:
+            if reading:
+                resp.close()
+                raise UpstreamError(504, "upstream timed out while sending its answer") from None
             raise UpstreamError(504, "upstream timed out before answering") from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError(502, f"cannot connect to upstream ({exc.os_error.strerror or 'refused'})") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(502, f"upstream connection failed ({type(exc).__name__})") from None
-        remaining = deadlines.total_s - (time.monotonic() - started)
-        if resp.status >= 400 or not req.stream:
-            try:
-                async with asyncio.timeout(max(0.001, remaining)):
-                    body = await resp.read()
-            except TimeoutError:
-                resp.close()
-                raise UpstreamError(504, "upstream timed out while sending its answer") from None
-            except (aiohttp.ClientError, OSError):
+            if reading:
                 resp.close()
                 raise UpstreamError(502, "upstream connection broke while sending its answer") from None
-            resp.release()
-            return UpstreamResponse(resp.status, resp.headers, body)
-        return UpstreamResponse(resp.status, resp.headers, b"", _chunks(resp, started, deadlines), resp.close)
+            raise UpstreamError(502, f"upstream connection failed ({type(exc).__name__})") from None
+        resp.release()
+        return UpstreamResponse(resp.status, resp.headers, body)
 
 
 @functools.lru_cache(maxsize=64)
