@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
-from typer.core import TyperGroup
 
 from relaygate.agent.cli import app as sandbox_app
 from relaygate.chaos.cli import chaos_command
@@ -19,34 +16,10 @@ from relaygate.config import ConfigError, default_config, load_config
 from relaygate.config.models import GatewayConfig
 from relaygate.keys.cli import app as keys_app
 from relaygate.mock_upstream.cli import mock_upstream_command
-
-if TYPE_CHECKING:
-    from typer._click.core import Command, Context  # typer vendors click
-
-
-class _Commands(TyperGroup):
-    """Commands whose modules import heavy client libraries (httpx, rich: ~15 MB) are
-    imported when invoked (or listed by --help), so `relaygate serve` never loads them."""
-
-    lazy: dict[str, tuple[str, str, str]] = {
-        "usage": ("relaygate.usage.cli", "usage_command",
-                  "Spend and tokens grouped by key, team, user, model, provider or day."),
-    }
-
-    def list_commands(self, ctx: Context) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in self.lazy if n not in self.commands)]
-
-    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
-        if cmd_name in self.lazy and cmd_name not in self.commands:
-            module, attr, help_text = self.lazy[cmd_name]
-            one = typer.Typer(add_completion=False)
-            one.command(cmd_name, help=help_text)(getattr(importlib.import_module(module), attr))
-            self.add_command(typer.main.get_command(one), cmd_name)
-        return super().get_command(ctx, cmd_name)
-
+from relaygate.usage.cli import usage_command
 
 app = typer.Typer(help="relaygate: a self-hosted LLM gateway and agent-reliability toolkit.",
-                  no_args_is_help=True, add_completion=False, cls=_Commands)
+                  no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Work with config files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -132,6 +105,7 @@ app.command("mock-upstream", help="Run a fake LLM upstream that speaks every pro
 app.command("chaos", help="Send N requests through a running gateway and print failure stats.")(chaos_command)
 app.add_typer(keys_app, name="keys", help="Create, list, show, revoke and rotate virtual keys.")
 app.add_typer(sandbox_app, name="sandbox", help="The sandboxed notebook tool served over MCP.")
+app.command("usage", help="Spend and tokens grouped by key, team, user, model, provider or day.")(usage_command)
 
 
 def main() -> None:

@@ -7,13 +7,13 @@ import csv
 import io
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 COLUMNS = ["group", "requests", "refused", "input_tokens", "output_tokens", "cache_read_tokens",
            "cache_write_tokens", "cost_usd"]
@@ -21,6 +21,8 @@ GROUPS = ("key", "team", "user", "model", "provider", "day")
 
 
 def fetch_usage(url: str, master_key: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    import httpx  # client libraries load with the command, never in `relaygate serve`
+
     resp = httpx.get(url.rstrip("/") + "/admin/usage?" + urlencode(params), timeout=60,
                      headers={"authorization": f"Bearer {master_key}"})
     try:
@@ -49,6 +51,8 @@ def render_csv(rows: list[dict[str, Any]], by: str) -> str:
 
 
 def render_table(rows: list[dict[str, Any]], by: str, console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"usage by {by}", show_footer=True)
     cols = _columns(by)
     totals = {c: sum(r.get(c) or 0 for r in rows) for c in COLUMNS[1:]}
@@ -93,6 +97,9 @@ def usage_command(
     for name, value in (("since", since), ("until", until), ("key", key), ("team", team)):
         if value:
             params[name] = value
+    import httpx
+    from rich.console import Console
+
     try:
         rows = fetch_usage(url, master, params)
     except httpx.HTTPError as exc:
