@@ -10,6 +10,8 @@ from relaygate.server.app import request_id
 def test_ids_are_unique_in_a_process_and_in_a_forked_worker() -> None:
     ids = {request_id() for _ in range(10_000)}
     assert len(ids) == 10_000
+    a, b, c = (int(request_id(), 16) for _ in range(3))
+    assert b - a != c - b  # not a counter: an id says nothing about other tenants' traffic
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child sends the ids it makes back to the parent
