@@ -1,20 +1,17 @@
-"""The one shared upstream HTTP client: a keep-alive aiohttp pool, deadlines, and the
-mapping of connect errors to 502 and timeouts to 504 (so retry/fallback treat them as
-statuses)."""
+"""The one shared upstream HTTP client: a keep-alive HTTP/1.1 pool (relaygate.providers.h1),
+deadlines per phase, and the mapping of connect errors to 502 and timeouts to 504 (so
+retry/fallback treat them as statuses)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
-
 from relaygate.config.models import TimeoutsConfig
 from relaygate.errors import UpstreamError
+from relaygate.providers import h1
 from relaygate.providers.base import UpstreamRequest
 
 
@@ -43,89 +40,122 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """aiohttp client session shared by every provider; created on first use inside the
-    running loop, closed by `close()`."""
+    """The HTTP/1.1 keep-alive pool shared by every provider (relaygate.providers.h1)."""
 
-    def __init__(self, limit_per_host: int = 0) -> None:
-        self._session: aiohttp.ClientSession | None = None
-        self._limit_per_host = limit_per_host
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=self._limit_per_host, keepalive_timeout=60, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
-                json_serialize=None,  # type: ignore[arg-type]
-            )
-        return self._session
+    def __init__(self) -> None:
+        self._pool = h1.Pool()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
 
     async def send(self, req: UpstreamRequest, deadlines: Deadlines) -> UpstreamResponse:
         if req.sign is not None:
             req = req.sign(req)
-        session = self._client()
-        started = time.monotonic()
-        timeout = _connect_timeout(deadlines.connect_s)
-        reading = False  # False: waiting for the answer's head; True: reading a whole body
         try:
-            # One deadline for both phases: first byte, then moved to the total for the body.
-            async with asyncio.timeout(min(deadlines.first_byte_s, deadlines.total_s)) as deadline:
-                resp = await session.request(req.method, req.url, data=req.body, headers=req.headers,
-                                             timeout=timeout, allow_redirects=False)
-                if resp.status < 400 and req.stream:
-                    return UpstreamResponse(resp.status, resp.headers, b"", _chunks(resp, started, deadlines),
-                                            resp.close)
-                reading = True
-                remaining = deadlines.total_s - (time.monotonic() - started)
-                deadline.reschedule(asyncio.get_running_loop().time() + max(0.001, remaining))
-                body = await resp.read()
-        except TimeoutError:
-            if reading:
-                resp.close()
-                raise UpstreamError(504, "upstream timed out while sending its answer") from None
-            raise UpstreamError(504, "upstream timed out before answering") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(502, f"cannot connect to upstream ({exc.os_error.strerror or 'refused'})") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            if reading:
-                resp.close()
-                raise UpstreamError(502, "upstream connection broke while sending its answer") from None
-            raise UpstreamError(502, f"upstream connection failed ({type(exc).__name__})") from None
-        resp.release()
-        return UpstreamResponse(resp.status, resp.headers, body)
-
-
-@functools.lru_cache(maxsize=64)
-def _connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
-    """aiohttp's own timeout covers only connecting (the rest is ours), one object per value."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, connect=connect_s)
-
-
-async def _chunks(resp: aiohttp.ClientResponse, started: float, deadlines: Deadlines) -> AsyncIterator[bytes]:
-    """The body as it arrives; a stall past the first-byte deadline or the total deadline
-    is a 504, a broken connection a 502."""
-    first = True
-    try:
-        while True:
-            remaining = deadlines.total_s - (time.monotonic() - started)
-            wait = min(remaining, deadlines.first_byte_s) if first else remaining
-            if wait <= 0:
-                raise UpstreamError(504, "upstream stream exceeded the total timeout")
+            origin, target, host = h1.split_url(req.url)
+            data = h1.request_head(req.method, target, host, req.headers, len(req.body)) + req.body
+        except ValueError as exc:
+            raise UpstreamError(502, f"bad upstream request: {exc}") from None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        head_by = started + min(deadlines.first_byte_s, deadlines.total_s)
+        total_by = started + deadlines.total_s
+        conn = self._pool.take(origin)
+        reused = conn is not None
+        if conn is None:
+            conn = await self._open(origin, deadlines, head_by)
+        try:
+            conn.send(data)
+            await conn.read_head(head_by)
+        except h1.StaleConnection:
+            conn.close()
+            if not reused:
+                raise UpstreamError(502, "upstream closed the connection without answering") from None
+            # closed by the server while it sat idle in the pool: once more on a new one
+            conn = await self._open(origin, deadlines, head_by)
             try:
-                async with asyncio.timeout(wait):
-                    chunk = await resp.content.readany()
-            except TimeoutError:
-                raise UpstreamError(504, "upstream stream stalled") from None
-            except (aiohttp.ClientError, OSError):
-                raise UpstreamError(502, "upstream stream connection broke") from None
-            if not chunk:
-                return
-            first = False
-            yield chunk
-    finally:
-        resp.release()
+                conn.send(data)
+                await conn.read_head(head_by)
+            except BaseException as exc:
+                raise _failure(conn, exc, reading=False) from None
+        except BaseException as exc:
+            raise _failure(conn, exc, reading=False) from None
+        if conn.status < 400 and req.stream:
+            chunks = _Chunks(conn, started, deadlines)
+            return UpstreamResponse(conn.status, conn.headers, b"", chunks, chunks.release)
+        try:
+            body = await conn.read_body(total_by)
+        except BaseException as exc:
+            raise _failure(conn, exc, reading=True) from None
+        status, headers = conn.status, conn.headers
+        conn.release()
+        return UpstreamResponse(status, headers, body)
+
+    async def _open(self, origin: h1.Origin, deadlines: Deadlines, head_by: float) -> h1.Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(head_by, loop.time() + deadlines.connect_s)):
+                return await self._pool.connect(origin)
+        except TimeoutError:
+            raise UpstreamError(504, "upstream timed out before answering") from None
+        except OSError as exc:
+            raise UpstreamError(502, f"cannot connect to upstream ({exc.strerror or type(exc).__name__})") from None
+
+
+def _failure(conn: h1.Connection, exc: BaseException, reading: bool) -> BaseException:
+    """The UpstreamError for a failed exchange (the connection is closed: unusable)."""
+    conn.close()
+    if isinstance(exc, TimeoutError):
+        if reading:
+            return UpstreamError(504, "upstream timed out while sending its answer")
+        return UpstreamError(504, "upstream timed out before answering")
+    if isinstance(exc, OSError):
+        if reading:
+            return UpstreamError(502, "upstream connection broke while sending its answer")
+        return UpstreamError(502, f"upstream connection failed ({type(exc).__name__})")
+    return exc  # cancellation and the like: as they are
+
+
+class _Chunks:
+    """A streamed body as it arrives; a stall past the first-byte deadline or the total
+    deadline is a 504, a broken connection a 502."""
+
+    __slots__ = ("conn", "total_by", "first_s", "first", "released")
+
+    def __init__(self, conn: h1.Connection, started: float, deadlines: Deadlines) -> None:
+        self.conn = conn
+        self.total_by = started + deadlines.total_s
+        self.first_s = deadlines.first_byte_s
+        self.first = True
+        self.released = False
+
+    def release(self) -> None:
+        """The connection back to the pool when the body was read to its end, else closed;
+        once per exchange, whoever calls it first."""
+        if not self.released:
+            self.released = True
+            self.conn.release()
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self.conn
+        deadline = self.total_by
+        if self.first:
+            deadline = min(deadline, asyncio.get_running_loop().time() + self.first_s)
+        try:
+            chunk = await conn.read_chunk(deadline)
+        except TimeoutError:
+            conn.close()
+            if asyncio.get_running_loop().time() >= self.total_by:
+                raise UpstreamError(504, "upstream stream exceeded the total timeout") from None
+            raise UpstreamError(504, "upstream stream stalled") from None
+        except OSError:
+            conn.close()
+            raise UpstreamError(502, "upstream stream connection broke") from None
+        if not chunk:
+            self.release()
+            raise StopAsyncIteration
+        self.first = False
+        return chunk

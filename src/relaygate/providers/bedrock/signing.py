@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import TYPE_CHECKING, Any, cast
-
-import yarl
+from typing import TYPE_CHECKING, Any
 
 from relaygate.config.models import ProviderConfig
 from relaygate.errors import UpstreamError
@@ -65,21 +63,14 @@ class AwsSigner:
 
         aws = AWSRequest(method=req.method, url=req.url, data=req.body, headers=dict(req.headers))
         SigV4Auth(self.credentials(), SIGNING_SERVICE, self.region).add_auth(aws)
-        return dataclasses.replace(req, url=wire_url(req.url), headers=dict(aws.headers.items()), sign=None)
+        return dataclasses.replace(req, headers=dict(aws.headers.items()), sign=None)
 
 
 def bearer(token: str) -> Any:
     """A Bedrock API key (`Authorization: Bearer`) instead of SigV4."""
 
     def sign(req: UpstreamRequest) -> UpstreamRequest:
-        return dataclasses.replace(req, url=wire_url(req.url), headers={**req.headers, "authorization": f"Bearer {token}"},
+        return dataclasses.replace(req, headers={**req.headers, "authorization": f"Bearer {token}"},
                                    sign=None)
 
     return sign
-
-
-def wire_url(url: str) -> str:
-    """The URL exactly as signed. A model id such as `us.anthropic.claude-3-7-sonnet-v1:0`
-    travels as `...v1%3A0`, which aiohttp (yarl) would otherwise normalise back to `:` and
-    so break the signature; an already-encoded yarl URL is passed through untouched."""
-    return cast(str, yarl.URL(url, encoded=True))
