@@ -4,6 +4,7 @@ and an in-process gateway on a real socket."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,11 +12,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from relaygate.config import parse_config
 from relaygate.config.models import GatewayConfig
 from relaygate.server.app import build_app
 from relaygate.server.bootstrap import build_gateway
+from relaygate.server.front import FrontSite
+from relaygate.server.gateway import Gateway
 
 REDIS_URL = os.environ.get("RELAYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get("RELAYGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -65,11 +69,33 @@ def make_config(raw: dict[str, Any] | None = None, tmp_path: Any = None) -> Gate
     return parse_config({"server": server, "state": state, "providers": providers, "routes": routes, **raw})
 
 
+class FrontTestServer(TestServer):
+    """aiohttp's TestServer listening through relaygate's front (server/front.py), as
+    `relaygate serve` does: chat requests framed by the front, the rest by aiohttp."""
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__(build_app(gw))
+        self.gw = gw
+
+    async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+        if self.runner:
+            return
+        self.runner = await self._make_runner(**kwargs)
+        await self.runner.setup()
+        sock = self.socket_factory(self.host, 0, socket.AF_INET)
+        site = FrontSite(self.runner, self.gw, sock=sock)
+        await site.start()
+        self.port = sock.getsockname()[1]
+        self.scheme = "http"
+        self._root = URL(f"http://{self.host}:{self.port}")
+
+
 @asynccontextmanager
 async def gateway_client(cfg: GatewayConfig) -> AsyncIterator[TestClient[Any, Any]]:
-    """The whole gateway (every installed feature) on a real loopback socket."""
+    """The whole gateway (every installed feature) on a real loopback socket, behind the
+    same front as `relaygate serve`."""
     gw = await build_gateway(cfg)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(gw)))
+    client: TestClient[Any, Any] = TestClient(FrontTestServer(gw))
     await client.start_server()
     try:
         yield client

@@ -189,7 +189,7 @@ def mock_embeddings(request: EmbeddingsBody, model: str) -> EmbeddingsResult:
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """The `/v1/embeddings` route handler."""
     # The server's public helpers (imported here: server.app imports this module).
-    from relaygate.server.app import answer_headers, error_response, refuse, request_id
+    from relaygate.server.app import answer_headers, error_response, refuse, request_id, to_response
     from relaygate.server.gateway import GATEWAY
 
     gw = request.app[GATEWAY]
@@ -202,7 +202,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         ctx = RequestContext(rid, "openai", body, placeholder_chat(parsed), headers)
         read_relaygate_headers(ctx)
     except GatewayError as err:
-        return await refuse(gw, "openai", rid, headers, body, err)
+        return to_response(await refuse(gw, "openai", rid, headers, body, err))
     ctx.cache_status = "bypass"
     ctx.state["embeddings_request"] = parsed
     stages = [s for s in gw.stages if s.name in EMBEDDINGS_STAGES]

@@ -14,18 +14,28 @@ from relaygate.pipeline.context import RequestContext
 CACHE_DIRECTIVES = ("no-cache", "no-store", "no-semantic")
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    too_large = GatewayError(413, f"request body exceeds {limit} bytes", "request_too_large", "body_too_large")
+def body_too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"request body exceeds {limit} bytes", "request_too_large", "body_too_large")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise body_too_large(limit)
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
+        raise body_too_large(limit) from None
+
+
+def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise GatewayError(400, "request body is not valid JSON", "invalid_request_error", "invalid_json") from None
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    return parse_json(await read_body(request, limit))
 
 
 def read_relaygate_headers(ctx: RequestContext) -> None:

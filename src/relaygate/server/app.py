@@ -6,6 +6,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +22,7 @@ from relaygate.observability.scrub import scrub
 from relaygate.pipeline.auth import bearer_token
 from relaygate.pipeline.context import RequestContext
 from relaygate.pipeline.embeddings import embeddings
-from relaygate.pipeline.inbound import read_json, read_relaygate_headers
+from relaygate.pipeline.inbound import parse_json, read_body, read_relaygate_headers
 from relaygate.server.gateway import GATEWAY, Gateway
 from relaygate.server.openapi import openapi_json
 from relaygate.server.streaming import StreamRelay
@@ -44,12 +46,30 @@ def format_cost(cost: Decimal | None) -> str:
     return "0.000000000" if not cost else f"{cost:.9f}"
 
 
-def error_response(fmt: str, err: GatewayError, headers: dict[str, str]) -> web.Response:
+@dataclass(slots=True)
+class Reply:
+    """A whole answer, written by either front (aiohttp's or relaygate.server.front)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    content_type: str = "application/json"
+
+
+def error_reply(fmt: str, err: GatewayError, headers: dict[str, str]) -> Reply:
     body = (anthropic_fmt.error_envelope if fmt == "anthropic" else openai_fmt.error_envelope)(err)
     hdrs = {**headers, **err.headers}
     if err.retry_after is not None:
         hdrs["retry-after"] = str(max(1, int(err.retry_after + 0.999)))
-    return web.Response(status=err.status, body=body, content_type="application/json", headers=hdrs)
+    return Reply(err.status, hdrs, body)
+
+
+def to_response(reply: Reply) -> web.Response:
+    return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type, headers=reply.headers)
+
+
+def error_response(fmt: str, err: GatewayError, headers: dict[str, str]) -> web.Response:
+    return to_response(error_reply(fmt, err, headers))
 
 
 def answer_headers(ctx: RequestContext) -> dict[str, str]:
@@ -71,7 +91,7 @@ def answer_headers(ctx: RequestContext) -> dict[str, str]:
     return h
 
 
-async def refuse(gw: Gateway, fmt: str, rid: str, headers: Any, body: Any, err: GatewayError) -> web.Response:
+async def refuse(gw: Gateway, fmt: str, rid: str, headers: Any, body: Any, err: GatewayError) -> Reply:
     """A request refused before its pipeline could start (unreadable body, bad header,
     missing key) is still counted, logged and written to the ledger."""
     model = body.get("model") if isinstance(body, dict) else None
@@ -79,17 +99,20 @@ async def refuse(gw: Gateway, fmt: str, rid: str, headers: Any, body: Any, err: 
                          ChatRequest(model if isinstance(model, str) else "", []), headers)
     ctx.cache_status = "bypass"
     await gw.pipeline.refuse(ctx, err)
-    return error_response(fmt, err, {"x-relaygate-request-id": rid, "x-relaygate-attempts": "0"})
+    return error_reply(fmt, err, {"x-relaygate-request-id": rid, "x-relaygate-attempts": "0"})
 
 
-async def handle_chat(request: web.Request, fmt: str) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    rid = request.headers.get("x-relaygate-request-id") or request_id()
-    headers = request.headers
+async def chat(gw: Gateway, fmt: str, headers: Mapping[str, str], raw: bytes | GatewayError) -> Reply | RequestContext:
+    """One chat request, whichever front read it: a whole answer, or the context of a
+    stream that is ready to relay (`stream_headers`, then StreamRelay). `raw` is the body,
+    or why it could not be read. `headers` must answer lower-case names."""
+    rid = headers.get("x-relaygate-request-id") or request_id()
     parse, _ = _FORMATS[fmt]
     body: Any = None
     try:
-        body = await read_json(request, gw.cfg.server.max_body_bytes)
+        if isinstance(raw, GatewayError):
+            raise raw
+        body = parse_json(raw)
         if fmt == "anthropic" and not bearer_token(headers):
             raise GatewayError(401, "missing API key: send 'x-api-key' or 'Authorization: Bearer'",
                                "authentication_error", "missing_api_key")
@@ -102,18 +125,18 @@ async def handle_chat(request: web.Request, fmt: str) -> web.StreamResponse:
         await gw.pipeline.run(ctx)
     except GatewayError as err:
         ctx.status = err.status
-        return error_response(fmt, err, answer_headers(ctx))
+        return error_reply(fmt, err, answer_headers(ctx))
     except Exception:
         log.exception("request %s failed", rid)
         ctx.status = 500
         internal = GatewayError(500, f"internal error (request {rid})", "api_error", "internal_error")
-        return error_response(fmt, internal, answer_headers(ctx))
+        return error_reply(fmt, internal, answer_headers(ctx))
     if ctx.stream is not None:
-        return await _stream(request, gw, ctx)
+        return ctx
     return await _respond(gw, ctx)
 
 
-async def _respond(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+async def _respond(gw: Gateway, ctx: RequestContext) -> Reply:
     assert ctx.response is not None
     if ctx.usage is None:
         ctx.usage = ctx.response.usage
@@ -125,16 +148,30 @@ async def _respond(gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
         body = orjson.dumps(anthropic_fmt.dump_response(ctx.response, model))
     else:
         body = orjson.dumps(openai_fmt.dump_response(ctx.response, model))
-    return web.Response(status=200, body=body, content_type="application/json", headers=answer_headers(ctx))
+    return Reply(200, answer_headers(ctx), body)
 
 
-async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+def stream_headers(ctx: RequestContext) -> dict[str, str]:
     headers = answer_headers(ctx)
     headers.pop("x-relaygate-cost-usd", None)  # known only at the end: sent as an SSE comment
-    resp = web.StreamResponse(status=200, headers={**headers, "content-type": "text/event-stream",
-                                                   "cache-control": "no-cache"})
+    headers["content-type"] = "text/event-stream"
+    headers["cache-control"] = "no-cache"
+    return headers
+
+
+async def handle_chat(request: web.Request, fmt: str) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    raw: bytes | GatewayError
+    try:
+        raw = await read_body(request, gw.cfg.server.max_body_bytes)
+    except GatewayError as err:
+        raw = err
+    out = await chat(gw, fmt, request.headers, raw)
+    if isinstance(out, Reply):
+        return to_response(out)
+    resp = web.StreamResponse(status=200, headers=stream_headers(out))
     await resp.prepare(request)
-    await StreamRelay(gw, ctx, resp).run()
+    await StreamRelay(gw, out, resp).run()
     return resp
 
 

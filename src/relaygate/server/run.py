@@ -17,6 +17,7 @@ from relaygate.config import ConfigError, load_config
 from relaygate.config.models import GatewayConfig
 from relaygate.server.app import build_app
 from relaygate.server.bootstrap import build_gateway
+from relaygate.server.front import FrontSite
 from relaygate.server.gateway import Gateway
 
 log = logging.getLogger("relaygate")
@@ -60,7 +61,8 @@ async def _serve(cfg: GatewayConfig, reuse_port: bool, config_path: Path | None)
     app = build_app(gw)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.server.host, cfg.server.port, reuse_port=reuse_port, backlog=4096)
+    # chat requests are framed by the lean front, everything else by aiohttp (server/front.py)
+    site = FrontSite(runner, gw, cfg.server.host, cfg.server.port, reuse_port=reuse_port)
     await site.start()
     # Everything built so far (modules, config, pricing, pools) lives as long as the
     # process: moved out of the collector's reach, a full collection no longer walks it,
@@ -76,7 +78,7 @@ async def _serve(cfg: GatewayConfig, reuse_port: bool, config_path: Path | None)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_quietly(gw)))
     log.info("relaygate listening on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
     await stop.wait()
-    await runner.cleanup()
+    await runner.cleanup()  # the front's connections, aiohttp's, then the gateway (ledger flush)
 
 
 async def _reload_quietly(gw: Gateway) -> None:

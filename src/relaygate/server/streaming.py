@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
-
-from aiohttp import web
+from typing import Any, Protocol
 
 from relaygate.errors import GatewayError, UpstreamError
 from relaygate.formats import anthropic as anthropic_fmt
@@ -29,8 +27,17 @@ from relaygate.server.gateway import Gateway
 log = logging.getLogger("relaygate.server")
 
 
+class BodyWriter(Protocol):
+    """The part of aiohttp's StreamResponse a relay writes to (relaygate.server.front's
+    ChunkedWriter is the other one). Both raise ConnectionError once the client is gone."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self) -> None: ...
+
+
 class StreamRelay:
-    def __init__(self, gw: Gateway, ctx: RequestContext, resp: web.StreamResponse) -> None:
+    def __init__(self, gw: Gateway, ctx: RequestContext, resp: BodyWriter) -> None:
         self.gw = gw
         self.ctx = ctx
         self.resp = resp

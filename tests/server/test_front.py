@@ -1,0 +1,161 @@
+"""The lean front over raw sockets: chat requests framed by it, everything else handed to
+aiohttp mid-connection, pipelining, requests split into single bytes, bodies it leaves to
+aiohttp (chunked, 100-continue), 413, `connection: close`, a client gone mid-stream, and
+shutdown waiting for a request in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from relaygate.server.front import FrontSite
+from tests.conftest import MASTER, gateway_client, make_config
+
+CHAT = orjson.dumps({"model": "mock", "messages": [{"role": "user", "content": "hello"}]})
+STREAM = orjson.dumps({"model": "mock", "stream": True, "messages": [{"role": "user", "content": "long story"}]})
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {MASTER}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ")[1])
+    headers = {}
+    for line in head[1:]:
+        if line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            parts.append(chunk[:-2])
+        body = b"".join(parts)
+    else:
+        body = await reader.read()
+    return status, headers, body
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    routes = {"mock": {"targets": [{"provider": "mock", "model": "mock-1"}]},
+              "slow": {"targets": [{"provider": "mock", "model": "slow-300"}]}}
+    async with gateway_client(make_config({"routes": routes}, tmp_path)) as c:
+        yield c
+
+
+async def connect(client: TestClient[Any, Any]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(client.host, client.port)
+
+
+async def test_chat_by_the_front_then_aiohttp_on_the_same_connection(client: TestClient[Any, Any]) -> None:
+    reader, writer = await connect(client)
+    writer.write(post("/v1/chat/completions", CHAT))
+    status, headers, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+    assert "server" not in headers and headers["x-relaygate-request-id"]  # the front answered
+    writer.write(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+    status, headers, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body) == {"status": "ok"}
+    assert "aiohttp" in headers["server"]  # handed over mid-connection
+    writer.write(post("/v1/chat/completions", CHAT))  # aiohttp keeps the connection from now on
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+    writer.close()
+
+
+async def test_pipelined_and_byte_by_byte_requests(client: TestClient[Any, Any]) -> None:
+    reader, writer = await connect(client)
+    writer.write(post("/v1/chat/completions", CHAT, "x-relaygate-request-id: first\r\n")
+                 + post("/v1/messages?beta=true", CHAT.replace(b'"mock"', b'"mock","max_tokens":10'),
+                        "x-relaygate-request-id: second\r\n"))
+    s1, h1, _ = await read_response(reader)
+    s2, h2, b2 = await read_response(reader)
+    assert (s1, h1["x-relaygate-request-id"]) == (200, "first")
+    assert (s2, h2["x-relaygate-request-id"]) == (200, "second") and orjson.loads(b2)["type"] == "message"
+    for byte in post("/v1/chat/completions", CHAT, "x-relaygate-request-id: slow\r\n"):
+        writer.write(bytes([byte]))
+        await writer.drain()
+    s3, h3, _ = await read_response(reader)
+    assert (s3, h3["x-relaygate-request-id"]) == (200, "slow")
+    writer.close()
+
+
+async def test_bodies_the_front_leaves_to_aiohttp(client: TestClient[Any, Any]) -> None:
+    reader, writer = await connect(client)
+    chunked = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {MASTER}\r\n"
+               f"transfer-encoding: chunked\r\n\r\n{len(CHAT):x}\r\n").encode() + CHAT + b"\r\n0\r\n\r\n"
+    writer.write(chunked)
+    status, headers, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion" and "aiohttp" in headers["server"]
+    writer.close()
+    reader, writer = await connect(client)
+    writer.write(post("/v1/chat/completions", b"", "expect: 100-continue\r\n").replace(b"content-length: 0",
+                                                                                      f"content-length: {len(CHAT)}".encode()))
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+    writer.write(CHAT)
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+    writer.close()
+    reader, writer = await connect(client)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nbad header line\r\ncontent-length: 2\r\n\r\n{}")
+    status, _, _ = await read_response(reader)
+    assert status == 400  # aiohttp's parser refuses it, as before the front existed
+    writer.close()
+
+
+async def test_oversized_body_is_a_413_and_connection_close(tmp_path: Path) -> None:
+    async with gateway_client(make_config({"server": {"max_body_bytes": 2048}}, tmp_path)) as c:
+        reader, writer = await connect(c)
+        writer.write(post("/v1/chat/completions", b"x" * 5000))
+        status, headers, body = await read_response(reader)
+        assert status == 413 and orjson.loads(body)["error"]["code"] == "body_too_large"
+        assert headers["connection"] == "close"
+        assert await reader.read() == b""
+        writer.close()
+
+
+async def test_connection_close_and_client_gone_mid_stream(client: TestClient[Any, Any]) -> None:
+    reader, writer = await connect(client)
+    writer.write(post("/v1/chat/completions", CHAT, "connection: close\r\n"))
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers["connection"] == "close" and await reader.read() == b""
+    writer.close()
+    reader, writer = await connect(client)
+    writer.write(post("/v1/chat/completions", STREAM))
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head and b"text/event-stream" in head
+    writer.transport.abort()  # gone mid-stream
+    reader, writer = await connect(client)
+    writer.write(post("/v1/chat/completions", STREAM))
+    status, _, body = await read_response(reader)
+    assert status == 200 and body.rstrip().endswith(b"data: [DONE]")
+    writer.close()
+
+
+async def test_shutdown_finishes_the_request_in_flight(client: TestClient[Any, Any]) -> None:
+    reader, writer = await connect(client)
+    writer.write(post("/v1/chat/completions", CHAT.replace(b'"mock"', b'"slow"')))
+    await asyncio.sleep(0.1)  # the slow target (300 ms) is being called
+    assert client.server.runner is not None
+    site = next(s for s in client.server.runner.sites if isinstance(s, FrontSite))
+    stopping = asyncio.create_task(site.stop())
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+    await stopping
+    assert await reader.read() == b""  # closed once it had its answer
+    writer.close()
