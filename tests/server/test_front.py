@@ -159,3 +159,24 @@ async def test_shutdown_finishes_the_request_in_flight(client: TestClient[Any, A
     await stopping
     assert await reader.read() == b""  # closed once it had its answer
     writer.close()
+
+
+async def test_idle_and_stalled_connections_are_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from relaygate.server import front
+
+    monkeypatch.setattr(front, "KEEPALIVE_S", 0.5)
+    routes = {"mock": {"targets": [{"provider": "mock", "model": "mock-1"}]},
+              "slow": {"targets": [{"provider": "mock", "model": "slow-1500"}]}}
+    async with gateway_client(make_config({"routes": routes}, tmp_path)) as c:
+        idle_r, idle_w = await connect(c)
+        idle_w.write(post("/v1/chat/completions", CHAT))
+        assert (await read_response(idle_r))[0] == 200
+        stalled_r, stalled_w = await connect(c)
+        stalled_w.write(post("/v1/chat/completions", CHAT)[:-5])  # the body never completes
+        busy_r, busy_w = await connect(c)
+        busy_w.write(post("/v1/chat/completions", CHAT.replace(b'"mock"', b'"slow"')))  # 1.5 s in flight: kept
+        assert await asyncio.wait_for(idle_r.read(), 3) == b""
+        assert await asyncio.wait_for(stalled_r.read(), 3) == b""
+        assert (await read_response(busy_r))[0] == 200
+        for w in (idle_w, stalled_w, busy_w):
+            w.close()

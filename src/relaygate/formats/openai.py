@@ -374,15 +374,16 @@ class StreamDecoder:
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        for ev in self._sse.feed(chunk):
-            self._handle(ev.data, out)
+        for data in self._sse.feed_data(chunk):
+            self._handle(data, out)
         return out
 
     def close(self) -> list[StreamEvent]:
         """At end of body: the end event, or an error if the stream was cut short."""
         out: list[StreamEvent] = []
         for ev in self._sse.close():
-            self._handle(ev.data, out)
+            if ev.data:
+                self._handle(ev.data.encode(), out)
         if not self.done:
             if self._finished:
                 self.done = True
@@ -391,10 +392,10 @@ class StreamDecoder:
                 raise UpstreamError(502, "upstream stream ended before it finished")
         return out
 
-    def _handle(self, data: str, out: list[StreamEvent]) -> None:
+    def _handle(self, data: bytes, out: list[StreamEvent]) -> None:
         if self.done:
             return
-        if data.strip() == "[DONE]":
+        if data[:1] != b"{" and data.strip() == b"[DONE]":
             self.done = True
             out.append(StreamEnd(self._stop, self._usage))
             return
@@ -438,22 +439,23 @@ class StreamEncoder:
         self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         self._usage = Usage()
+        # Every chunk is the same JSON around its delta: the constant parts serialised once
+        # (byte for byte what orjson.dumps of the whole chunk gives).
+        head = orjson.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                             "model": model})
+        self._head = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
+        self._usage_null = b',"usage":null' if include_usage else b""
+        self._tail = self._ending(None)
+
+    def _ending(self, finish: str | None) -> bytes:
+        return b',"finish_reason":' + orjson.dumps(finish) + b',"logprobs":null}]' + self._usage_null + b"}\n\n"
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return sse_line(orjson.dumps(chunk))
+        return self._head + orjson.dumps(delta) + (self._tail if finish is None else self._ending(finish))
 
     def encode(self, ev: StreamEvent) -> bytes:
         if isinstance(ev, TextDelta):
-            return self._chunk({"content": ev.text})
+            return self._head + b'{"content":' + orjson.dumps(ev.text) + b"}" + self._tail
         if isinstance(ev, ToolCallDelta):
             return self._chunk({"tool_calls": [{"index": ev.index, "function": {"arguments": ev.arguments}}]})
         if isinstance(ev, StreamStart):

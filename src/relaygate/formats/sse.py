@@ -20,14 +20,30 @@ class SSEParser:
     def __init__(self) -> None:
         self._buf = b""
 
-    def feed(self, chunk: bytes) -> list[SSEEvent]:
+    def _blocks(self, chunk: bytes) -> list[bytes]:
         buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:  # CRLF: normalised, a trailing CR kept for the LF still to come
             buf = buf[:-1].replace(b"\r\n", b"\n") + b"\r" if buf.endswith(b"\r") else buf.replace(b"\r\n", b"\n")
         blocks = buf.split(b"\n\n")
         self._buf = blocks.pop()  # the event not yet ended by its blank line
+        return blocks
+
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """The data of each complete event, as bytes, for formats that name no events
+        (OpenAI's): no event objects, no decoding; events without data are skipped."""
+        out: list[bytes] = []
+        for block in self._blocks(chunk):
+            if block.startswith(b"data: ") and b"\n" not in block:
+                out.append(block[6:])
+                continue
+            event = _event(block)
+            if event is not None and event.data:
+                out.append(event.data.encode())
+        return out
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
         out: list[SSEEvent] = []
-        for block in blocks:
+        for block in self._blocks(chunk):
             if block.startswith(b"data: ") and b"\n" not in block:  # the common one-line event
                 out.append(SSEEvent(None, block[6:].decode("utf-8", "replace")))
                 continue

@@ -11,8 +11,9 @@ oversized heads), hands the connection over to aiohttp at that request's first b
 aiohttp's own parser answers it exactly as before (admin API, health, metrics, 400s).
 
 Per connection, requests are answered in order (pipelined requests wait in the buffer);
-a keep-alive connection idle for `KEEPALIVE_S` is closed; reading pauses while a request
-is being served and more than its body's worth of bytes is buffered."""
+a connection that spends `KEEPALIVE_S` between answers (idle, or with a request that
+never completes) is closed; reading pauses while a request is being served and more
+than its body's worth of bytes is buffered."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def response_head(status: int, headers: dict[str, str], length: int | None, keep
     if not keep_alive:
         lines.append("connection: close")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1", "replace")
+    return "\r\n".join(lines).encode()
 
 
 class Front:
@@ -191,7 +192,6 @@ class FrontProtocol(asyncio.Protocol):
         buf = self.buf
         if not buf:
             return
-        self.idle_since = None
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > MAX_HEAD or not any(p.startswith(buf[:len(p)]) for p in _PREFIXES):
@@ -204,6 +204,7 @@ class FrontProtocol(asyncio.Protocol):
         fmt, headers, keep_alive, length = parsed
         if length > self.front.max_body:
             del buf[:end + 4]  # the body is not read: the connection closes after the answer
+            self.idle_since = None
             self.task = asyncio.get_running_loop().create_task(
                 self._serve(fmt, headers, body_too_large(self.front.max_body), False))
             return
@@ -212,6 +213,7 @@ class FrontProtocol(asyncio.Protocol):
             return  # the body is still arriving
         body = bytes(buf[start:start + length])
         del buf[:start + length]
+        self.idle_since = None
         self.task = asyncio.get_running_loop().create_task(self._serve(fmt, headers, body, keep_alive))
 
     def _hand_off(self) -> None:
