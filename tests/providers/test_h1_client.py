@@ -210,3 +210,27 @@ def test_url_split_and_request_head() -> None:
         split_url("ftp://x/y")
     head = request_head("POST", "/p", "h:1", {"Host": "signed.example", "Content-Length": "99", "a": "b"}, 3)
     assert head == b"POST /p HTTP/1.1\r\na: b\r\nhost: signed.example\r\ncontent-length: 3\r\n\r\n"
+
+
+async def test_host_names_resolved_once_for_a_burst(raw: RawServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw.replies["/ok"] = fixed(OK)
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def counting(host: str, *args: object, **kwargs: object) -> object:
+        lookups.append(host)
+        await asyncio.sleep(0.05)  # a slow resolver: the burst piles up behind one lookup
+        return await real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting)
+    t = HttpTransport()
+    try:
+        url = raw.url.replace("127.0.0.1", "localhost") + "/ok"  # ::1 may come first: refused, then 127.0.0.1
+        answers = await asyncio.gather(*(t.send(post(url), DEADLINES) for _ in range(20)))
+        assert [a.status for a in answers] == [200] * 20
+        assert lookups == ["localhost"]
+        head = raw.requests[0]
+        assert f"host: localhost:{raw.url.rsplit(':', 1)[1]}".encode() in head
+    finally:
+        await t.close()

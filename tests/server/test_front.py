@@ -180,3 +180,20 @@ async def test_idle_and_stalled_connections_are_closed(tmp_path: Path, monkeypat
         assert (await read_response(busy_r))[0] == 200
         for w in (idle_w, stalled_w, busy_w):
             w.close()
+
+
+def test_head_parsing_hands_anything_unusual_to_aiohttp() -> None:
+    from relaygate.server.front import _parse_head
+
+    base = "POST /v1/messages?beta=true HTTP/1.1\r\nHost: t\r\nX-Api-Key: k\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 12"
+    fmt, headers, keep_alive, length = _parse_head(base.encode()) or ("", {}, False, -1)
+    assert (fmt, keep_alive, length) == ("anthropic", True, 12)
+    assert headers["x-api-key"] == "k" and headers["x-a"] == "1, 2"
+    for bad in (base.replace("HTTP/1.1", "HTTP/1.0"), base.replace("POST", "GET"),
+                base.replace("/v1/messages", "/v1/other"), base + "\r\nContent-Length: 12",
+                base.replace("12", "1\u00b2"), base.replace("X-A: 1", "X A: 1"), base.replace("X-A: 1", " X-A: 1"),
+                base.replace("X-A: 1", "X-A: 1\nInjected: 1"), base + "\r\nTransfer-Encoding: chunked",
+                base + "\r\nExpect: 100-continue", base + "\r\nno colon"):
+        assert _parse_head(bad.encode("latin-1")) is None, bad
+    assert _parse_head((base + "\r\nConnection: close").encode()) is not None
+    assert not (_parse_head((base + "\r\nConnection: close").encode()) or ("", {}, True, 0))[2]

@@ -152,3 +152,28 @@ async def test_tracing_enabled_without_the_sdk_runs_untraced(tmp_path: Path, mon
         stage = ledger_stage(client.server.app[GATEWAY])
         assert all(type(getattr(o, "__self__", None)).__name__ != "RequestTracer" for o in stage.observers)
     assert any("opentelemetry-sdk is not installed" in r.getMessage() for r in caplog.records)
+
+
+def test_deferred_histogram_renders_what_prometheus_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from relaygate.observability.metrics import Buckets
+
+    bounds = (0.001, 0.01, 0.1, 1.0)
+    values = [0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 0.99, 1.0, 7.5, 0.0]  # on, under and past bounds
+    direct_reg, deferred_reg = CollectorRegistry(), CollectorRegistry()
+    direct = Histogram("h", "h", ["route"], buckets=bounds, registry=direct_reg)
+    deferred = Buckets(Histogram("h", "h", ["route"], buckets=bounds, registry=deferred_reg), bounds)
+    for i, v in enumerate(values):
+        route = "a" if i % 3 else "b"
+        direct.labels(route).observe(v)
+        deferred(route).observe(v)
+    assert b"h_count" not in generate_latest(deferred_reg)  # nothing before the scrape
+    deferred.flush()
+    deferred.flush()  # a second flush adds nothing
+    strip = [line for line in generate_latest(direct_reg).split(b"\n") if b"_created" not in line]
+    got = [line for line in generate_latest(deferred_reg).split(b"\n") if b"_created" not in line]
+    assert got == strip
+    deferred("a").observe(0.2)
+    deferred.flush()
+    assert b'h_bucket{le="1.0",route="a"} 6.0' in generate_latest(deferred_reg)

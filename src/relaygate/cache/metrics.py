@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from relaygate.observability.metrics import Children, Counts
+from relaygate.observability.metrics import Buckets, Counts
 
 _LOOKUP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
@@ -33,8 +33,9 @@ class CacheMetrics:
         # the hot path's series: counts added at scrape time (`flush`), histogram children cached
         self.lookup = Counts(self.lookups)
         self.stored = Counts(self.stores)
-        self.lookup_time = Children(self.lookup_seconds)
+        self.lookup_time = Buckets(self.lookup_seconds, _LOOKUP_BUCKETS)
 
     def flush(self) -> None:
         self.lookup.flush()
         self.stored.flush()
+        self.lookup_time.flush()

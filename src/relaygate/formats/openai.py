@@ -413,21 +413,28 @@ class StreamDecoder:
             self._usage = parse_usage(chunk["usage"])
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
-                out.append(ReasoningDelta(delta["reasoning_content"]))
-            if delta.get("content"):
-                out.append(TextDelta(delta["content"]))
-            for call in delta.get("tool_calls") or []:
-                index = int(call.get("index", 0))
-                fn = call.get("function") or {}
-                if index not in self._tool_ids:
-                    self._tool_ids.add(index)
-                    out.append(ToolCallStart(index, call.get("id") or f"call_{index}", fn.get("name") or ""))
-                if fn.get("arguments"):
-                    out.append(ToolCallDelta(index, fn["arguments"]))
+            if len(delta) == 1 and "content" in delta:  # the common chunk: text only
+                if delta["content"]:
+                    out.append(TextDelta(delta["content"]))
+            elif delta:
+                self._delta(delta, out)
             if choice.get("finish_reason"):
                 self._finished = True
                 self._stop = FINISH_TO_STOP.get(choice["finish_reason"], "end_turn")
+
+    def _delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
+        if delta.get("reasoning_content"):
+            out.append(ReasoningDelta(delta["reasoning_content"]))
+        if delta.get("content"):
+            out.append(TextDelta(delta["content"]))
+        for call in delta.get("tool_calls") or []:
+            index = int(call.get("index", 0))
+            fn = call.get("function") or {}
+            if index not in self._tool_ids:
+                self._tool_ids.add(index)
+                out.append(ToolCallStart(index, call.get("id") or f"call_{index}", fn.get("name") or ""))
+            if fn.get("arguments"):
+                out.append(ToolCallDelta(index, fn["arguments"]))
 
 
 class StreamEncoder:

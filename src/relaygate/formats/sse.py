@@ -31,8 +31,15 @@ class SSEParser:
     def feed_data(self, chunk: bytes) -> list[bytes]:
         """The data of each complete event, as bytes, for formats that name no events
         (OpenAI's): no event objects, no decoding; events without data are skipped."""
+        blocks = self._blocks(chunk)
+        if blocks and blocks[0].startswith(b"data: "):
+            # the common case, every event one `data: ` line: a join and a split, no loop
+            joined = b"\n".join(blocks)
+            parts = joined[6:].split(b"\ndata: ")
+            if len(parts) == len(blocks) and joined.count(b"\n") == len(blocks) - 1:
+                return parts
         out: list[bytes] = []
-        for block in self._blocks(chunk):
+        for block in blocks:
             if block.startswith(b"data: ") and b"\n" not in block:
                 out.append(block[6:])
                 continue

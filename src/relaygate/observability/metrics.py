@@ -4,11 +4,11 @@ their first `MAX_LABEL_VALUES` values and fold the rest into `other`)."""
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
 
 from relaygate.pipeline.context import RequestContext
 from relaygate.routing.breaker import BreakerSnapshot
@@ -37,28 +37,10 @@ class BoundedLabel:
         return value
 
 
-class Children:
-    """A labelled metric's children by label values, looked up in a dict: prometheus'
-    `labels()` validates and locks on every call, which the hot path need not pay for a
-    label set it has seen (label values are already bounded by `BoundedLabel`)."""
-
-    __slots__ = ("metric", "_children")
-
-    def __init__(self, metric: MetricWrapperBase) -> None:
-        self.metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *values: str) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self.metric.labels(*values)
-        return child
-
-
 class Counts:
     """A labelled counter incremented in plain Python and added to Prometheus when
     `/metrics` is rendered (`flush`): prometheus_client takes a lock for every `inc()`, and a
-    request makes about a dozen. Label values are bounded as for `Children`."""
+    request makes about a dozen. Label values come bounded (`BoundedLabel`)."""
 
     __slots__ = ("metric", "_pending")
 
@@ -73,6 +55,51 @@ class Counts:
         pending, self._pending = self._pending, {}
         for values, amount in pending.items():
             self.metric.labels(*values).inc(amount)
+
+
+class _Pending:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket with amount <= bound
+        self.sum += amount
+
+
+class Buckets:
+    """A labelled histogram observed in plain Python (one bisection, no lock) and added to
+    Prometheus when `/metrics` is rendered (`flush`), like `Counts`. Call sites read as with a
+    labelled metric: `buckets(*label_values).observe(amount)`."""
+
+    __slots__ = ("metric", "bounds", "_children")
+
+    def __init__(self, metric: Histogram, buckets: tuple[float, ...]) -> None:
+        self.metric = metric
+        self.bounds = (*buckets, math.inf)
+        self._children: dict[tuple[str, ...], _Pending] = {}
+
+    def __call__(self, *values: str) -> _Pending:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Pending(self.bounds)
+        return child
+
+    def flush(self) -> None:
+        for values, pending in self._children.items():
+            if not any(pending.counts):
+                continue
+            target = self.metric.labels(*values)
+            # prometheus_client keeps per-bucket (not cumulative) counts and the sum
+            for i, n in enumerate(pending.counts):
+                if n:
+                    target._buckets[i].inc(n)
+                    pending.counts[i] = 0
+            target._sum.inc(pending.sum)
+            pending.sum = 0.0
 
 
 class GatewayMetrics:
@@ -118,10 +145,10 @@ class GatewayMetrics:
                                     registry=r)
         self.alerts_sent = Counter("relaygate_alerts", "Alert and webhook deliveries by event and outcome",
                                    ["event", "outcome"], registry=r)
-        self._latency = Children(self.latency)
-        self._ttft = Children(self.ttft)
         # what is only read at scrape time: gauges refreshed then, per-request counts added then
         self.on_render: list[Callable[[], None]] = []
+        self._latency = self.buckets(self.latency, _LATENCY_BUCKETS)
+        self._ttft = self.buckets(self.ttft, _LATENCY_BUCKETS)
         self._requests = self.counts(self.requests)
         self._request_errors = self.counts(self.request_errors)
         self._attempts = self.counts(self.attempts)
@@ -141,6 +168,12 @@ class GatewayMetrics:
         counts = Counts(metric)
         self.on_render.append(counts.flush)
         return counts
+
+    def buckets(self, metric: Histogram, bounds: tuple[float, ...]) -> Buckets:
+        """`metric` observed in Python between scrapes (see `Buckets`)."""
+        buckets = Buckets(metric, bounds)
+        self.on_render.append(buckets.flush)
+        return buckets
 
     def route_label(self, route: str) -> str:
         return route if route in self.known_routes else ("direct" if "/" in route else "other")

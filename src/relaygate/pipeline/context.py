@@ -45,7 +45,7 @@ class RequestContext:
     format: str  # inbound wire format: "openai" | "anthropic"
     body: dict[str, Any]
     chat: ChatRequest
-    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
+    headers: Mapping[str, str]  # answers lower-case names (aiohttp CIMultiDictProxy, or the front dict)
     started: float = field(default_factory=time.perf_counter)
     started_wall: float = field(default_factory=time.time)
     principal: Principal | None = None

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
+import socket
 import ssl
 import zlib
 from typing import Any, cast
@@ -28,7 +30,8 @@ import httptools
 
 _HIGH_WATER = 1 << 20
 _KEEPALIVE_S = 60.0
-_MAX_IDLE_PER_ORIGIN = 512
+_DNS_TTL_S = 300.0
+_MAX_IDLE_PER_ORIGIN = 4096  # as many as a burst of concurrent calls opened: no reconnect storm
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -270,10 +273,13 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Idle connections per origin, most recently used first (warm, least likely stale)."""
 
-    def __init__(self, keepalive_s: float = _KEEPALIVE_S) -> None:
+    def __init__(self, keepalive_s: float = _KEEPALIVE_S, dns_ttl_s: float = _DNS_TTL_S) -> None:
         self.keepalive_s = keepalive_s
+        self.dns_ttl_s = dns_ttl_s
         self._idle: dict[Origin, list[Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}  # -> (expires, addresses)
+        self._resolving: dict[tuple[str, int], asyncio.Future[list[str]]] = {}
 
     def take(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
@@ -288,7 +294,8 @@ class Pool:
         return None
 
     async def connect(self, origin: Origin) -> Connection:
-        """A new connection (the caller bounds the time)."""
+        """A new connection (the caller bounds the time), to the first address of the host
+        that accepts it."""
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = None
@@ -296,9 +303,48 @@ class Pool:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
-        _, conn = await loop.create_connection(lambda: Connection(self, origin), host, port, ssl=tls,
-                                               server_hostname=host if tls else None)
-        return conn
+        error: OSError | None = None
+        for address in await self.resolve(host, port):
+            try:
+                _, conn = await loop.create_connection(lambda: Connection(self, origin), address, port, ssl=tls,
+                                                       server_hostname=host if tls else None)
+                return conn
+            except OSError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The host's addresses, cached for `dns_ttl_s`; one lookup at a time per host (a
+        burst of new connections must not queue a getaddrinfo each on the thread pool)."""
+        try:
+            ipaddress.ip_address(host)
+            return [host]
+        except ValueError:
+            pass
+        key = (host, port)
+        loop = asyncio.get_running_loop()
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        pending = self._resolving.get(key)
+        if pending is None:
+            pending = self._resolving[key] = loop.create_future()
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+                if not addresses:
+                    raise OSError(f"no address for {host}")
+                self._dns[key] = (loop.time() + self.dns_ttl_s, addresses)
+                pending.set_result(addresses)
+            except BaseException as exc:
+                pending.set_exception(exc if isinstance(exc, OSError) else OSError(f"cannot resolve {host}"))
+                pending.exception()  # retrieved: a lookup nobody else waited on logs nothing
+                raise
+            finally:
+                del self._resolving[key]
+            return addresses
+        return await asyncio.shield(pending)
 
     def put(self, conn: Connection) -> None:
         idle = self._idle.setdefault(conn.origin, [])

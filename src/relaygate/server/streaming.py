@@ -33,7 +33,7 @@ class BodyWriter(Protocol):
 
     async def write(self, data: bytes) -> None: ...
 
-    async def write_eof(self) -> None: ...
+    async def write_eof(self, data: bytes = b"") -> None: ...
 
 
 class StreamRelay:
@@ -77,12 +77,12 @@ class StreamRelay:
             stream.release()
         self._settle_usage()
         await self.gw.pipeline.complete(ctx)
-        if self.ended and ctx.status == 200 and not self.disconnected:
-            cost = format_cost_comment(ctx)
-            await self._write(cost + self.encoder.close())
+        last = b""
+        if self.ended and ctx.status == 200:
+            last = format_cost_comment(ctx) + self.encoder.close()
         if not self.disconnected:
-            try:
-                await self.resp.write_eof()
+            try:  # the closing events and the end of the body in one write
+                await self.resp.write_eof(last)
             except (ConnectionError, RuntimeError):
                 pass
 
