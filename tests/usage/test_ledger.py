@@ -346,3 +346,56 @@ async def test_close_lets_a_flush_under_way_finish(tmp_path: Path, monkeypatch: 
         assert cancelled == [] and await store.get("draining") is not None
     finally:
         await store.db.close()
+
+
+async def test_group_commit_writes_a_turns_records_once_before_their_answers(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await _store(tmp_path, None)
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: Any) -> int:
+        writes.append(bytes(data).count(b"\n"))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(ledger_module.Journal, "append", None)  # the hot path must not write per record
+    monkeypatch.setattr("relaygate.usage.journal.os.write", counting_write)
+    try:
+        ledger = Ledger(store, Journal(tmp_path / "j"), UsageConfig())
+        released: list[tuple[str, int]] = []
+        ledger.after_durable(lambda: released.append(("idle", len(writes))))  # nothing staged: at once
+        assert released == [("idle", 0)]
+        for i in range(3):
+            ledger.record(record(f"turn-{i}"))
+            ledger.after_durable(lambda i=i: released.append((f"answer-{i}", len(writes))))
+        assert writes == [] and len(released) == 1  # staged: no answer leaves before the write
+        await ledger.durable()
+        assert writes == [3]  # the three records in one write(2)
+        assert released[1:] == [("answer-0", 1), ("answer-1", 1), ("answer-2", 1)]  # each after it
+        ledger.record(record("next-turn"))
+        await asyncio.sleep(0)
+        assert writes == [3, 1]
+        assert await ledger.flush() == 4
+        for rid in ("turn-0", "turn-1", "turn-2", "next-turn"):
+            assert await store.get(rid) is not None
+        await ledger.close()
+    finally:
+        await store.db.close()
+
+
+async def test_concurrent_requests_share_journal_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: Any) -> int:
+        writes.append(bytes(data).count(b"\n"))
+        return real_write(fd, data)
+
+    monkeypatch.setattr("relaygate.usage.journal.os.write", counting_write)
+    async with gateway_client(config(tmp_path)) as client:
+        answers = await asyncio.gather(*(client.post("/v1/chat/completions", json=chat(text=f"q{i}"),
+                                                     headers=auth()) for i in range(40)))
+        assert [a.status for a in answers] == [200] * 40
+        ledger = client.server.app[GATEWAY].services["ledger"]
+        await ledger.flush()
+        assert sum(writes) == 40 and len(writes) < 40  # every record written, several per write(2)

@@ -187,7 +187,15 @@ def mock_embeddings(request: EmbeddingsBody, model: str) -> EmbeddingsResult:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    """The `/v1/embeddings` route handler."""
+    """The `/v1/embeddings` route handler: its answer leaves once its usage record is on disk."""
+    from relaygate.server.gateway import GATEWAY
+
+    resp = await _embeddings(request)
+    await request.app[GATEWAY].durable()
+    return resp
+
+
+async def _embeddings(request: web.Request) -> web.StreamResponse:
     # The server's public helpers (imported here: server.app imports this module).
     from relaygate.server.app import answer_headers, error_response, refuse, request_id, to_response
     from relaygate.server.gateway import GATEWAY

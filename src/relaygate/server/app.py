@@ -168,11 +168,29 @@ async def handle_chat(request: web.Request, fmt: str) -> web.StreamResponse:
         raw = err
     out = await chat(gw, fmt, request.headers, raw)
     if isinstance(out, Reply):
+        await gw.durable()  # the usage record on disk before the answer leaves
         return to_response(out)
     resp = web.StreamResponse(status=200, headers=stream_headers(out))
     await resp.prepare(request)
-    await StreamRelay(gw, out, resp).run()
+    await StreamRelay(gw, out, _DurableEnd(gw, resp)).run()
     return resp
+
+
+class _DurableEnd:
+    """aiohttp's stream response, whose last bytes wait for the usage record."""
+
+    __slots__ = ("gw", "resp")
+
+    def __init__(self, gw: Gateway, resp: web.StreamResponse) -> None:
+        self.gw = gw
+        self.resp = resp
+
+    async def write(self, data: bytes) -> None:
+        await self.resp.write(data)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await self.gw.durable()
+        await self.resp.write_eof(data)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

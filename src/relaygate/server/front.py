@@ -93,6 +93,7 @@ class Front:
             self._sweeper.cancel()
         deadline = time.monotonic() + timeout
         while True:
+            await self.gw.durable()  # answers finished so far are written, not cut off
             for conn in list(self.connections):
                 if conn.task is None:
                     conn.close()
@@ -235,7 +236,8 @@ class FrontProtocol(asyncio.Protocol):
             out = await chat(gw, fmt, headers, body)
             if isinstance(out, Reply):
                 hdrs = {"content-type": out.content_type, **out.headers}
-                self._write(response_head(out.status, hdrs, len(out.body), keep_alive) + out.body)
+                data = response_head(out.status, hdrs, len(out.body), keep_alive) + out.body
+                gw.after_durable(lambda: self._write(data))  # its usage record is on disk first
             else:  # the head leaves with the first events
                 await StreamRelay(gw, out, ChunkedWriter(self, response_head(200, stream_headers(out), None,
                                                                              keep_alive))).run()
@@ -245,7 +247,7 @@ class FrontProtocol(asyncio.Protocol):
         finally:
             self.task = None
         if not keep_alive or self.lost:
-            self.close()
+            gw.after_durable(self.close)  # after the answer's own deferred write
             return
         self.idle_since = time.monotonic()
         if self.reading_paused and self.transport is not None:
@@ -292,7 +294,8 @@ class ChunkedWriter:
     async def write_eof(self, data: bytes = b"") -> None:
         head, self.head = self.head, b""
         body = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
-        self.conn._write(head + body + b"0\r\n\r\n")
+        last = head + body + b"0\r\n\r\n"
+        self.conn.front.gw.after_durable(lambda: self.conn._write(last))  # after the usage record
 
 
 def _parse_head(head: bytes) -> tuple[str, dict[str, str], bool, int] | None:

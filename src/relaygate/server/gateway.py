@@ -81,6 +81,21 @@ class Gateway:
                 return
         raise ValueError(f"no stage named {before!r}")
 
+    def after_durable(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` (an answer's last write) once the records of the requests completed
+        so far are in the usage journal (see usage.ledger): at once without a ledger."""
+        ledger = self.services.get("ledger")
+        if ledger is None:
+            fn()
+        else:
+            ledger.after_durable(fn)
+
+    async def durable(self) -> None:
+        """`after_durable` for a writer that must be awaited (aiohttp's responses)."""
+        ledger = self.services.get("ledger")
+        if ledger is not None:
+            await ledger.durable()
+
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         self._closers.append(closer)
 

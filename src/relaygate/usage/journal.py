@@ -1,16 +1,17 @@
 """The ledger's append-only local journal: what makes a record durable before the answer's
 last byte leaves.
 
-One JSON line per record, appended with a single write(2) (in the page cache at once, so
-it survives `kill -9`; fsynced at least every second by the ledger, so it survives a crash
-of the machine within that second). Records go to the active segment
+One JSON line per record; the records of one turn of the event loop are appended with a
+single write(2) (`append_many`, the ledger's group commit: in the page cache at once, so
+they survive `kill -9`; fsynced at least every second by the ledger, so they survive a
+crash of the machine within that second). Records go to the active segment
 (`usage-<ns>-<pid>.jsonl`, held under an exclusive `flock`); the ledger rotates it, then
 writes closed segments to the database and deletes them. A segment nobody holds a lock on
 is closed: left over by a process that died, or rotated by a live one, and any process may
 flush it (inserts are idempotent, so two flushing the same segment is harmless).
 
-The writer also keeps each record it appends in memory with its segment (up to `max_bytes`
-of a segment), so it can flush the segments it wrote itself without reading them back and
+The writer also keeps each record it appends in memory with its segment (up to
+`max_bytes` of a segment), so it can flush the segments it wrote itself without reading them back and
 parsing them; only segments left by other processes (or too big) are read from disk.
 """
 
@@ -65,20 +66,25 @@ class Journal(Generic[T]):
         return self._size
 
     def append(self, line: bytes, item: T | None = None) -> None:
-        """One record, one write(2). Raises OSError (disk full) for the caller to handle.
-        `item` (what `line` encodes) is kept with the segment for `take_closed`."""
-        if not line.endswith(b"\n"):
-            line += b"\n"
-        n = os.write(self._fd, line)
-        if n < len(line):  # a regular file takes it all unless the disk is full: then this raises
-            _write_all(self._fd, memoryview(line)[n:])
-        self._size += len(line)
+        """One record (see `append_many`)."""
+        self.append_many([line if line.endswith(b"\n") else line + b"\n"], None if item is None else [item])
+
+    def append_many(self, lines: list[bytes], items: list[T] | None) -> None:
+        """Records, each line newline-terminated, in one write(2) (the ledger's group
+        commit). Raises OSError (disk full) for the caller to handle. `items` (what the
+        lines encode, one each) are kept with the segment for `take_closed`; None: the
+        segment will be read back from disk."""
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        n = os.write(self._fd, data)
+        if n < len(data):  # a regular file takes it all unless the disk is full: then this raises
+            _write_all(self._fd, memoryview(data)[n:])
+        self._size += len(data)
         self._dirty = True
         if self._items is not None:
-            if item is None or self._size > self.max_bytes:
+            if items is None or self._size > self.max_bytes:
                 self._items = None  # this segment will be read back from disk
             else:
-                self._items.append(item)
+                self._items.extend(items)
 
     async def sync(self) -> None:
         """fsync the active segment if anything was written since the last sync."""

@@ -1,8 +1,11 @@
 """The usage ledger: one record per client request, never lost.
 
 `LedgerStage` sits before `auth`, so its `on_complete` runs for every request (refusals
-too) once everything else is known, and before the answer's last byte is written. It
-appends the record to the journal (one write(2)); the `Ledger`'s background tasks fsync
+too) once everything else is known, and before the answer's last byte is written. The
+records of the requests that complete in one turn of the event loop go to the journal in
+one write(2) at the end of that turn (group commit), and the answers of those requests
+are released only after it (`after_durable`, `durable`): an answer a client has seen
+always has its record on disk. The `Ledger`'s background tasks fsync
 the journal at least every second and move closed segments into the database in batches
 (idempotent inserts), deleting a segment only after its rows are committed. The records of
 a segment this process wrote are inserted from memory; segments left by a previous process
@@ -38,6 +41,10 @@ class Ledger:
         self.cfg = cfg
         self.metrics = metrics
         self._unjournaled: list[UsageRecord] = []  # only when the journal cannot be written
+        # group commit: records of this turn of the loop, and what waits for them
+        self._staged_lines: list[bytes] = []
+        self._staged: list[UsageRecord] = []
+        self._after: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._last_retention = 0.0
@@ -45,14 +52,51 @@ class Ledger:
 
     # --- the hot path ---------------------------------------------------------------------
     def record(self, rec: UsageRecord) -> None:
-        """Makes the record durable before the caller answers (one write(2))."""
-        try:
-            self.journal.append(rec.to_json(), rec)
-        except OSError as exc:  # disk full, journal removed: keep it in memory, insert directly
-            log.error("usage journal write failed (%s); request %s kept in memory", exc, rec.request_id)
-            self._unjournaled.append(rec)
+        """Stages the record for this turn's journal write; the caller releases its answer
+        through `after_durable` or `durable`."""
+        if not self._staged:
+            asyncio.get_running_loop().call_soon(self.write_staged)
+        self._staged_lines.append(rec.to_json())
+        self._staged.append(rec)
         if self.metrics is not None:
             self.metrics.ledger_records.inc()
+
+    def after_durable(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` once every record staged so far is in the journal: at once if none waits."""
+        if self._staged:
+            self._after.append(fn)
+        else:
+            fn()
+
+    async def durable(self) -> None:
+        """Returns once every record staged so far is in the journal."""
+        if self._staged:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def release() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            self._after.append(release)
+            await done
+
+    def write_staged(self) -> None:
+        """One write(2) for the records staged since the last one, then the answers that
+        waited for them."""
+        if not self._staged:
+            return
+        lines, records, after = self._staged_lines, self._staged, self._after
+        self._staged_lines, self._staged, self._after = [], [], []
+        try:
+            self.journal.append_many(lines, records)
+        except OSError as exc:  # disk full, journal removed: keep them in memory, insert directly
+            log.error("usage journal write failed (%s); %d records kept in memory", exc, len(records))
+            self._unjournaled.extend(records)
+        for fn in after:
+            try:
+                fn()
+            except Exception:
+                log.exception("releasing an answer after the journal write failed")
 
     # --- background ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,6 +135,7 @@ class Ledger:
             return await self._flush()
 
     async def _flush(self) -> int:
+        self.write_staged()
         if not self._closed:
             await self.journal.rotate()
         written = 0
