@@ -197,3 +197,19 @@ def test_head_parsing_hands_anything_unusual_to_aiohttp() -> None:
         assert _parse_head(bad.encode("latin-1")) is None, bad
     assert _parse_head((base + "\r\nConnection: close").encode()) is not None
     assert not (_parse_head((base + "\r\nConnection: close").encode()) or ("", {}, True, 0))[2]
+
+
+async def test_an_unexpected_failure_is_a_500_in_the_clients_format(client: TestClient[Any, Any],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from relaygate.server import front
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(front, "chat", broken)
+    reader, writer = await connect(client)
+    writer.write(post("/v1/messages", CHAT))
+    status, headers, body = await read_response(reader)
+    assert status == 500 and orjson.loads(body)["type"] == "error" and headers["connection"] == "close"
+    assert await reader.read() == b""
+    writer.close()

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
+from relaygate.errors import GatewayError
 from relaygate.pipeline.inbound import body_too_large
-from relaygate.server.app import Reply, chat, stream_headers
+from relaygate.server.app import Reply, chat, error_reply, stream_headers
 from relaygate.server.streaming import StreamRelay
 
 if TYPE_CHECKING:
@@ -232,18 +233,20 @@ class FrontProtocol(asyncio.Protocol):
 
     async def _serve(self, fmt: str, headers: dict[str, str], body: Any, keep_alive: bool) -> None:
         gw = self.front.gw
+        writer: ChunkedWriter | None = None
         try:
             out = await chat(gw, fmt, headers, body)
             if isinstance(out, Reply):
-                hdrs = {"content-type": out.content_type, **out.headers}
-                data = response_head(out.status, hdrs, len(out.body), keep_alive) + out.body
-                gw.after_durable(lambda: self._write(data))  # its usage record is on disk first
+                self._reply(out, keep_alive)
             else:  # the head leaves with the first events
-                await StreamRelay(gw, out, ChunkedWriter(self, response_head(200, stream_headers(out), None,
-                                                                             keep_alive))).run()
+                writer = ChunkedWriter(self, response_head(200, stream_headers(out), None, keep_alive))
+                await StreamRelay(gw, out, writer).run()
         except Exception:
             log.exception("front: request failed")
             keep_alive = False
+            if writer is None or writer.head:  # nothing of the answer left yet: a 500 in the client's format
+                self._reply(error_reply(fmt, GatewayError(500, "internal error", "api_error", "internal_error"),
+                                        {}), False)
         finally:
             self.task = None
         if not keep_alive or self.lost:
@@ -254,6 +257,11 @@ class FrontProtocol(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
         self._next()
+
+    def _reply(self, reply: Reply, keep_alive: bool) -> None:
+        hdrs = {"content-type": reply.content_type, **reply.headers}
+        data = response_head(reply.status, hdrs, len(reply.body), keep_alive) + reply.body
+        self.front.gw.after_durable(lambda: self._write(data))  # its usage record is on disk first
 
     def _write(self, data: bytes) -> None:
         if not self.lost and self.transport is not None:
