@@ -348,9 +348,9 @@ async def test_close_lets_a_flush_under_way_finish(tmp_path: Path, monkeypatch: 
         await store.db.close()
 
 
-async def test_group_commit_writes_a_turns_records_once_before_their_answers(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    store = await _store(tmp_path, None)
+@pytest.fixture
+def journal_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of records in each write(2) to a journal."""
     writes: list[int] = []
     real_write = os.write
 
@@ -358,8 +358,15 @@ async def test_group_commit_writes_a_turns_records_once_before_their_answers(tmp
         writes.append(bytes(data).count(b"\n"))
         return real_write(fd, data)
 
-    monkeypatch.setattr(ledger_module.Journal, "append", None)  # the hot path must not write per record
     monkeypatch.setattr("relaygate.usage.journal.os.write", counting_write)
+    return writes
+
+
+async def test_group_commit_writes_a_turns_records_once_before_their_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal_writes: list[int]) -> None:
+    store = await _store(tmp_path, None)
+    writes = journal_writes
+    monkeypatch.setattr(ledger_module.Journal, "append", None)  # the hot path must not write per record
     try:
         ledger = Ledger(store, Journal(tmp_path / "j"), UsageConfig())
         released: list[tuple[str, int]] = []
@@ -383,15 +390,8 @@ async def test_group_commit_writes_a_turns_records_once_before_their_answers(tmp
         await store.db.close()
 
 
-async def test_concurrent_requests_share_journal_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    writes: list[int] = []
-    real_write = os.write
-
-    def counting_write(fd: int, data: Any) -> int:
-        writes.append(bytes(data).count(b"\n"))
-        return real_write(fd, data)
-
-    monkeypatch.setattr("relaygate.usage.journal.os.write", counting_write)
+async def test_concurrent_requests_share_journal_writes(tmp_path: Path, journal_writes: list[int]) -> None:
+    writes = journal_writes
     async with gateway_client(config(tmp_path)) as client:
         answers = await asyncio.gather(*(client.post("/v1/chat/completions", json=chat(text=f"q{i}"),
                                                      headers=auth()) for i in range(40)))

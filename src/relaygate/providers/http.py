@@ -61,25 +61,22 @@ class HttpTransport:
         head_by = started + min(deadlines.first_byte_s, deadlines.total_s)
         total_by = started + deadlines.total_s
         conn = self._pool.take(origin)
-        reused = conn is not None
-        if conn is None:
-            conn = await self._open(origin, deadlines, head_by)
-        try:
-            conn.send(data)
-            await conn.read_head(head_by)
-        except h1.StaleConnection:
-            conn.close()
-            if not reused:
-                raise UpstreamError(502, "upstream closed the connection without answering") from None
-            # closed by the server while it sat idle in the pool: once more on a new one
-            conn = await self._open(origin, deadlines, head_by)
+        # a pooled connection the server closed while it sat idle: once more on a new one
+        retry = conn is not None
+        while True:
+            if conn is None:
+                conn = await self._open(origin, deadlines, head_by)
             try:
                 conn.send(data)
                 await conn.read_head(head_by)
+                break
+            except h1.StaleConnection:
+                conn.close()
+                if not retry:
+                    raise UpstreamError(502, "upstream closed the connection without answering") from None
+                retry, conn = False, None
             except BaseException as exc:
                 raise _failure(conn, exc, reading=False) from None
-        except BaseException as exc:
-            raise _failure(conn, exc, reading=False) from None
         if conn.status < 400 and req.stream:
             chunks = _Chunks(conn, started, deadlines)
             return UpstreamResponse(conn.status, conn.headers, b"", chunks, chunks.release)
