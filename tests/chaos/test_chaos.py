@@ -12,6 +12,7 @@ from relaygate.chaos.cli import chaos_command
 from relaygate.chaos.load import ChaosSettings, ChaosStats, RequestOutcome, run_chaos
 from relaygate.mock_upstream.faults import FaultConfig, FaultInjector
 from relaygate.mock_upstream.server import MockUpstreamThread, serving
+from tests.conftest import serve_app
 
 
 async def _run(url: str, **kw: object) -> ChaosStats:
@@ -99,13 +100,8 @@ async def stub_gateway() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 async def test_degraded_attempts_and_error_events(stub_gateway: str) -> None:

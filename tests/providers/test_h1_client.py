@@ -75,6 +75,13 @@ async def raw() -> AsyncIterator[RawServer]:
     server.close()
 
 
+@pytest.fixture
+async def t() -> AsyncIterator[HttpTransport]:
+    transport = HttpTransport()
+    yield transport
+    await transport.close()
+
+
 def post(url: str, stream: bool = False, headers: dict[str, str] | None = None) -> UpstreamRequest:
     return UpstreamRequest("POST", url, headers or {"content-type": "application/json"}, b'{"q": 1}', stream)
 
@@ -82,82 +89,62 @@ def post(url: str, stream: bool = False, headers: dict[str, str] | None = None) 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\": 1}\r\n"
 
 
-async def test_keep_alive_reuses_one_connection(raw: RawServer) -> None:
+async def test_keep_alive_reuses_one_connection(raw: RawServer, t: HttpTransport) -> None:
     raw.replies["/ok"] = fixed(OK)
-    t = HttpTransport()
-    try:
-        for _ in range(5):
-            resp = await t.send(post(raw.url + "/ok"), DEADLINES)
-            assert resp.status == 200 and resp.body == b'{"ok": 1}\r\n'
-            assert resp.headers["content-type"] == "application/json"
-        assert raw.connections == 1
-        head = raw.requests[0]
-        assert head.startswith(b"POST /ok HTTP/1.1\r\n")
-        assert f"host: {raw.url.removeprefix('http://')}".encode() in head
-        assert b"content-length: 8\r\n" in head and head.endswith(b'\r\n\r\n{"q": 1}')
-    finally:
-        await t.close()
+    for _ in range(5):
+        resp = await t.send(post(raw.url + "/ok"), DEADLINES)
+        assert resp.status == 200 and resp.body == b'{"ok": 1}\r\n'
+        assert resp.headers["content-type"] == "application/json"
+    assert raw.connections == 1
+    head = raw.requests[0]
+    assert head.startswith(b"POST /ok HTTP/1.1\r\n")
+    assert f"host: {raw.url.removeprefix('http://')}".encode() in head
+    assert b"content-length: 8\r\n" in head and head.endswith(b'\r\n\r\n{"q": 1}')
 
 
-async def test_chunked_gzip_and_interim_answers(raw: RawServer) -> None:
+async def test_chunked_gzip_and_interim_answers(raw: RawServer, t: HttpTransport) -> None:
     payload = gzip.compress(b'{"text": "' + b"x" * 5000 + b'"}')
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(payload[i:i + 700]), payload[i:i + 700])
                        for i in range(0, len(payload), 700)) + b"0\r\n\r\n"
     raw.replies["/gz"] = fixed(b"HTTP/1.1 100 Continue\r\n\r\n"
                                b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n"
                                b"X-Twice: a\r\nx-twice: b\r\n\r\n" + chunked)
-    t = HttpTransport()
-    try:
-        resp = await t.send(post(raw.url + "/gz"), DEADLINES)
-        assert resp.status == 200 and resp.body == b'{"text": "' + b"x" * 5000 + b'"}'
-        assert resp.headers["x-twice"] == "a, b"
-        again = await t.send(post(raw.url + "/gz"), DEADLINES)
-        assert again.body == resp.body and raw.connections == 1
-    finally:
-        await t.close()
+    resp = await t.send(post(raw.url + "/gz"), DEADLINES)
+    assert resp.status == 200 and resp.body == b'{"text": "' + b"x" * 5000 + b'"}'
+    assert resp.headers["x-twice"] == "a, b"
+    again = await t.send(post(raw.url + "/gz"), DEADLINES)
+    assert again.body == resp.body and raw.connections == 1
 
 
-async def test_body_until_close_is_complete_and_not_reused(raw: RawServer) -> None:
+async def test_body_until_close_is_complete_and_not_reused(raw: RawServer, t: HttpTransport) -> None:
     raw.replies["/eof"] = fixed(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-    t = HttpTransport()
-    try:
-        assert (await t.send(post(raw.url + "/eof"), DEADLINES)).body == b"all of it"
-        assert (await t.send(post(raw.url + "/eof"), DEADLINES)).body == b"all of it"
-        assert raw.connections == 2
-    finally:
-        await t.close()
+    assert (await t.send(post(raw.url + "/eof"), DEADLINES)).body == b"all of it"
+    assert (await t.send(post(raw.url + "/eof"), DEADLINES)).body == b"all of it"
+    assert raw.connections == 2
 
 
-async def test_pooled_connection_closed_by_the_server_is_retried_once(raw: RawServer) -> None:
+async def test_pooled_connection_closed_by_the_server_is_retried_once(raw: RawServer, t: HttpTransport) -> None:
     raw.replies["/ok"] = fixed(OK)
     raw.one_per_connection = True
-    t = HttpTransport()
-    try:
-        for _ in range(3):
-            assert (await t.send(post(raw.url + "/ok"), DEADLINES)).status == 200
-        # each later call: its pooled connection hangs up, the retry's fresh one answers (and
-        # is the next call's pooled one)
-        assert raw.connections == 3
-        assert len(raw.requests) == 3  # no request was answered twice
-    finally:
-        await t.close()
+    for _ in range(3):
+        assert (await t.send(post(raw.url + "/ok"), DEADLINES)).status == 200
+    # each later call: its pooled connection hangs up, the retry's fresh one answers (and
+    # is the next call's pooled one)
+    assert raw.connections == 3
+    assert len(raw.requests) == 3  # no request was answered twice
 
 
-async def test_fresh_connection_closed_without_an_answer_is_a_502(raw: RawServer) -> None:
+async def test_fresh_connection_closed_without_an_answer_is_a_502(raw: RawServer, t: HttpTransport) -> None:
     async def hang_up(_: bytes, w: asyncio.StreamWriter) -> bool:
         return False
     raw.replies["/bye"] = hang_up
-    t = HttpTransport()
-    try:
-        with pytest.raises(UpstreamError) as err:
-            await t.send(post(raw.url + "/bye"), DEADLINES)
-        assert err.value.status == 502 and "without answering" in err.value.message
-        assert raw.connections == 1  # not retried: the server may have acted on it
-    finally:
-        await t.close()
+    with pytest.raises(UpstreamError) as err:
+        await t.send(post(raw.url + "/bye"), DEADLINES)
+    assert err.value.status == 502 and "without answering" in err.value.message
+    assert raw.connections == 1  # not retried: the server may have acted on it
 
 
-async def test_stream_released_early_closes_its_connection(raw: RawServer) -> None:
+async def test_stream_released_early_closes_its_connection(raw: RawServer, t: HttpTransport) -> None:
     async def events(_: bytes, w: asyncio.StreamWriter) -> bool:
         w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         for i in range(3):
@@ -169,37 +156,29 @@ async def test_stream_released_early_closes_its_connection(raw: RawServer) -> No
         await w.drain()
         return True
     raw.replies["/sse"] = events
-    t = HttpTransport()
-    try:
-        resp = await t.send(post(raw.url + "/sse", stream=True), DEADLINES)
-        assert resp.chunks is not None
-        got = b"".join([c async for c in resp.chunks])
-        assert got == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
-        resp.release()
-        resp.release()  # a second release is harmless
-        early = await t.send(post(raw.url + "/sse", stream=True), DEADLINES)
-        assert early.chunks is not None
-        assert await early.chunks.__anext__() == b"data: 0\n\n"
-        early.release()  # abandoned mid-body: its connection cannot be reused
-        assert (await t.send(post(raw.url + "/sse"), DEADLINES)).body.startswith(b"data: 0")
-        assert raw.connections == 2
-    finally:
-        await t.close()
+    resp = await t.send(post(raw.url + "/sse", stream=True), DEADLINES)
+    assert resp.chunks is not None
+    got = b"".join([c async for c in resp.chunks])
+    assert got == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    resp.release()
+    resp.release()  # a second release is harmless
+    early = await t.send(post(raw.url + "/sse", stream=True), DEADLINES)
+    assert early.chunks is not None
+    assert await early.chunks.__anext__() == b"data: 0\n\n"
+    early.release()  # abandoned mid-body: its connection cannot be reused
+    assert (await t.send(post(raw.url + "/sse"), DEADLINES)).body.startswith(b"data: 0")
+    assert raw.connections == 2
 
 
-async def test_malformed_answer_and_header_injection_are_502s(raw: RawServer) -> None:
+async def test_malformed_answer_and_header_injection_are_502s(raw: RawServer, t: HttpTransport) -> None:
     raw.replies["/junk"] = fixed(b"NOT HTTP AT ALL\r\n\r\n")
-    t = HttpTransport()
-    try:
-        with pytest.raises(UpstreamError) as junk:
-            await t.send(post(raw.url + "/junk"), DEADLINES)
-        assert junk.value.status == 502
-        with pytest.raises(UpstreamError) as bad:
-            await t.send(post(raw.url + "/ok", headers={"x-a": "1\r\nx-injected: 1"}), DEADLINES)
-        assert bad.value.status == 502 and "line break" in bad.value.message
-        assert not any(b"x-injected" in r for r in raw.requests)
-    finally:
-        await t.close()
+    with pytest.raises(UpstreamError) as junk:
+        await t.send(post(raw.url + "/junk"), DEADLINES)
+    assert junk.value.status == 502
+    with pytest.raises(UpstreamError) as bad:
+        await t.send(post(raw.url + "/ok", headers={"x-a": "1\r\nx-injected: 1"}), DEADLINES)
+    assert bad.value.status == 502 and "line break" in bad.value.message
+    assert not any(b"x-injected" in r for r in raw.requests)
 
 
 def test_url_split_and_request_head() -> None:
@@ -212,7 +191,8 @@ def test_url_split_and_request_head() -> None:
     assert head == b"POST /p HTTP/1.1\r\na: b\r\nhost: signed.example\r\ncontent-length: 3\r\n\r\n"
 
 
-async def test_host_names_resolved_once_for_a_burst(raw: RawServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_host_names_resolved_once_for_a_burst(raw: RawServer, t: HttpTransport,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     raw.replies["/ok"] = fixed(OK)
     loop = asyncio.get_running_loop()
     real = loop.getaddrinfo
@@ -224,13 +204,9 @@ async def test_host_names_resolved_once_for_a_burst(raw: RawServer, monkeypatch:
         return await real(host, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loop, "getaddrinfo", counting)
-    t = HttpTransport()
-    try:
-        url = raw.url.replace("127.0.0.1", "localhost") + "/ok"  # ::1 may come first: refused, then 127.0.0.1
-        answers = await asyncio.gather(*(t.send(post(url), DEADLINES) for _ in range(20)))
-        assert [a.status for a in answers] == [200] * 20
-        assert lookups == ["localhost"]
-        head = raw.requests[0]
-        assert f"host: localhost:{raw.url.rsplit(':', 1)[1]}".encode() in head
-    finally:
-        await t.close()
+    url = raw.url.replace("127.0.0.1", "localhost") + "/ok"  # ::1 may come first: refused, then 127.0.0.1
+    answers = await asyncio.gather(*(t.send(post(url), DEADLINES) for _ in range(20)))
+    assert [a.status for a in answers] == [200] * 20
+    assert lookups == ["localhost"]
+    head = raw.requests[0]
+    assert f"host: localhost:{raw.url.rsplit(':', 1)[1]}".encode() in head

@@ -13,6 +13,7 @@ from aiohttp import web
 from relaygate.errors import UpstreamError
 from relaygate.providers.base import UpstreamRequest
 from relaygate.providers.http import Deadlines, HttpTransport
+from tests.conftest import serve_app
 
 DEADLINES = Deadlines(connect_s=1.0, first_byte_s=0.3, total_s=0.8)
 
@@ -42,13 +43,8 @@ async def upstream() -> AsyncIterator[str]:
     app.router.add_post("/slow-head", _slow_head)
     app.router.add_post("/slow-body", _slow_body)
     app.router.add_post("/ok", _ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 def post(url: str) -> UpstreamRequest:

@@ -186,7 +186,9 @@ def test_head_parsing_hands_anything_unusual_to_aiohttp() -> None:
     from relaygate.server.front import _parse_head
 
     base = "POST /v1/messages?beta=true HTTP/1.1\r\nHost: t\r\nX-Api-Key: k\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 12"
-    fmt, headers, keep_alive, length = _parse_head(base.encode()) or ("", {}, False, -1)
+    parsed = _parse_head(base.encode())
+    assert parsed is not None
+    fmt, headers, keep_alive, length = parsed
     assert (fmt, keep_alive, length) == ("anthropic", True, 12)
     assert headers["x-api-key"] == "k" and headers["x-a"] == "1, 2"
     for bad in (base.replace("HTTP/1.1", "HTTP/1.0"), base.replace("POST", "GET"),
@@ -195,8 +197,8 @@ def test_head_parsing_hands_anything_unusual_to_aiohttp() -> None:
                 base.replace("X-A: 1", "X-A: 1\nInjected: 1"), base + "\r\nTransfer-Encoding: chunked",
                 base + "\r\nExpect: 100-continue", base + "\r\nno colon"):
         assert _parse_head(bad.encode("latin-1")) is None, bad
-    assert _parse_head((base + "\r\nConnection: close").encode()) is not None
-    assert not (_parse_head((base + "\r\nConnection: close").encode()) or ("", {}, True, 0))[2]
+    closing = _parse_head((base + "\r\nConnection: close").encode())
+    assert closing is not None and closing[2] is False
 
 
 async def test_an_unexpected_failure_is_a_500_in_the_clients_format(client: TestClient[Any, Any],

@@ -92,15 +92,22 @@ class EmbeddingsAdapter(Protocol):
     def parse_embeddings(self, body: bytes, headers: Mapping[str, str] | None = None) -> EmbeddingsResult: ...
 
 
+def json_object(raw: bytes | str, provider: str, invalid: str, not_object: str) -> dict[str, Any]:
+    """`raw` as a JSON object, or a 502 saying `<provider>: <invalid>` (not JSON) or
+    `<provider>: <not_object>` (JSON, but not an object)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(502, f"{provider}: {invalid}") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(502, f"{provider}: {not_object}")
+    return data
+
+
 def upstream_json(provider: str, body: bytes) -> dict[str, Any]:
     """An upstream answer's JSON object, or the 502 that an unparsable answer is."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise UpstreamError(502, f"{provider}: upstream answered with invalid JSON") from None
-    if not isinstance(data, dict):
-        raise UpstreamError(502, f"{provider}: upstream answered with a non-object JSON body")
-    return data
+    return json_object(body, provider, "upstream answered with invalid JSON",
+                       "upstream answered with a non-object JSON body")
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

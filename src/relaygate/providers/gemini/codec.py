@@ -42,6 +42,7 @@ from relaygate.formats.types import (
     ToolResultPart,
     Usage,
 )
+from relaygate.providers.base import json_object
 from relaygate.providers.gemini.schema import gemini_schema
 
 BLOCKED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -303,12 +304,7 @@ class StreamDecoder:
     def _handle(self, data: str, out: list[StreamEvent]) -> None:
         if self.done or not data.strip():
             return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, f"{self.provider}: malformed stream chunk") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamError(502, f"{self.provider}: malformed stream chunk")
+        chunk = json_object(data, self.provider, "malformed stream chunk", "malformed stream chunk")
         if "error" in chunk:
             err = chunk["error"] if isinstance(chunk["error"], dict) else {}
             code = int(err.get("code") or 502)
