@@ -228,3 +228,66 @@ def test_sse_parser_keeps_crlf_lines_and_multibyte_text_split_anywhere(cuts: lis
     got.extend(parser.feed(wire[pos:]))
     got.extend(parser.close())
     assert [(e.event, e.data) for e in got] == want
+
+
+# An upstream's own stream, as api.openai.com sends it with include_usage: every chunk has
+# "usage": null, then a usage-only chunk with empty choices.
+UPSTREAM_STREAM = b"".join(
+    b"data: " + orjson.dumps({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+                              "system_fingerprint": "fp_1", "choices": choices, "usage": usage}) + b"\n\n"
+    for choices, usage in [
+        ([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}, "finish_reason": None}], None),
+        ([{"index": 0, "delta": {"content": "Bon"}, "finish_reason": None}], None),
+        ([{"index": 0, "delta": {"content": "jour \u00e9t\u00e9"}, "finish_reason": None}], None),
+        ([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                                 "function": {"name": "f", "arguments": ""}}]},
+           "finish_reason": None}], None),
+        ([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}]},
+           "finish_reason": None}], None),
+        ([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], None),
+        ([], {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}),
+    ]
+)
+USAGE_CHUNK_START = UPSTREAM_STREAM.rindex(b"data: ")
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_passthrough_relays_the_upstream_bytes_less_done_and_unasked_usage(include_usage: bool) -> None:
+    dec = openai.StreamPassthrough(include_usage)
+    events = dec.feed(UPSTREAM_STREAM + b"data: [DONE]\n\n")
+    relayed = dec.take()
+    assert relayed == (UPSTREAM_STREAM if include_usage else UPSTREAM_STREAM[:USAGE_CHUNK_START])
+    assert dec.take() == b""  # taken once
+    got = collect_stream(events + dec.close())
+    assert got.id == "chatcmpl-up" and got.model == "gpt-x" and got.text == "Bonjour \u00e9t\u00e9"
+    assert got.tool_calls == [ToolCallPart("c1", "f", '{"a":1}')] and got.stop_reason == "tool_use"
+    assert (got.usage.input_tokens, got.usage.output_tokens) == (12, 5)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40))
+def test_passthrough_is_indifferent_to_read_boundaries(cuts: list[int]) -> None:
+    wire = UPSTREAM_STREAM + b"data: [DONE]\n\n"
+    dec, pos, events, relayed = openai.StreamPassthrough(True), 0, [], b""
+    for cut in cuts:
+        events += dec.feed(wire[pos:pos + cut])
+        relayed += dec.take()
+        pos += cut
+    events += dec.feed(wire[pos:]) + dec.close()
+    relayed += dec.take()
+    assert relayed == UPSTREAM_STREAM
+    assert collect_stream(events) == collect_stream(openai.StreamDecoder().feed(wire))
+
+
+def test_passthrough_ends_at_eof_after_a_finish_and_refuses_a_cut_or_broken_stream() -> None:
+    no_done = openai.StreamPassthrough(True)
+    no_done.feed(UPSTREAM_STREAM)
+    assert isinstance(no_done.close()[-1], StreamEnd)
+    cut = openai.StreamPassthrough(True)
+    cut.feed(UPSTREAM_STREAM[:UPSTREAM_STREAM.index(b"data: ", 300)])
+    with pytest.raises(UpstreamError, match="ended before it finished"):
+        cut.close()
+    with pytest.raises(UpstreamError, match="malformed"):
+        openai.StreamPassthrough(True).feed(b'data: {"id": \n\n')
+    with pytest.raises(UpstreamError, match="overloaded") as err:
+        openai.StreamPassthrough(True).feed(b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n')
+    assert err.value.error_type == "server_error"

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from relaygate.formats.sse import SSEParser
 
 EVENTS = [b"data: a\n\n", b'data: {"x":1}\n\n', b"event: e\ndata: b\n\n", b": comment\n\n",
-          b"data: x\ndata: y\n\n", b"data:nospace\n\n", b"data: [DONE]\n\n", b"data: a\r\n\r\n", b"event: only\n\n"]
+          b"data: x\ndata: y\n\n", b"data:nospace\n\n", b"data: [DONE]\n\n", b"data: a\r\n\r\n", b"event: only\n\n",
+          b"\n", b"data: z\n\n\n"]
 
 
 @settings(max_examples=400)

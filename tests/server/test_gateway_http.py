@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 
 from relaygate.formats.sse import SSEParser
+from relaygate.server.gateway import GATEWAY
+from relaygate.usage.store import LedgerStore
 from tests.conftest import auth, gateway_client, make_config
 from tests.openapi_spec import validate
 
@@ -121,6 +123,29 @@ async def test_openai_stream_chunks_are_valid_and_carry_cost_before_done(tmp_pat
             validate("CreateChatCompletionStreamResponse", orjson.loads(ev.data))
         assert b": x-relaygate-cost-usd=" in raw and raw.index(b": x-relaygate-cost-usd=") < raw.index(b"[DONE]")
         assert orjson.loads(events[-2].data)["usage"]["completion_tokens"] > 0
+
+
+async def test_openai_stream_from_an_openai_upstream_is_its_own_bytes_less_unasked_usage(tmp_path: Path) -> None:
+    """Same format both sides and the request unchanged: the client gets the upstream's
+    chunks as sent (their id is the upstream's), without the usage chunk the gateway asked
+    for on its own account, which still bills the provider's figures."""
+    async with gateway_client(cfg(tmp_path)) as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth())
+        raw = await resp.read()
+        events = sse_events(raw)
+        assert resp.status == 200 and events[-1].data == "[DONE]"
+        chunks = [orjson.loads(ev.data) for ev in events[:-1]]
+        for chunk in chunks:
+            validate("CreateChatCompletionStreamResponse", chunk)
+        assert all(c["choices"] for c in chunks) and not any(c.get("usage") for c in chunks)
+        ids = {c["id"] for c in chunks}
+        assert len(ids) == 1 and resp.headers["x-relaygate-request-id"] not in ids.pop()
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "mock reply: hello"
+        assert raw.index(b": x-relaygate-cost-usd=") < raw.index(b"[DONE]")
+        gw = client.server.app[GATEWAY]
+        await gw.services["ledger"].flush()
+        row = await LedgerStore(gw.services["db"]).get(resp.headers["x-relaygate-request-id"])
+        assert row is not None and row["output_tokens"] > 0 and row["estimated"] == 0 and row["ttft_ms"] is not None
 
 
 async def test_stream_cut_after_first_byte_ends_with_an_error_event(tmp_path: Path) -> None:

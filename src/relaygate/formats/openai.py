@@ -437,6 +437,86 @@ class StreamDecoder:
                 out.append(ToolCallDelta(index, fn["arguments"]))
 
 
+class StreamPassthrough(StreamDecoder):
+    """An OpenAI stream relayed to an OpenAI client whose request went upstream unchanged:
+    the events are still decoded (usage, the end, what the cache and the ledger keep), but
+    the client gets the upstream's own event data (`take`) instead of re-encoded chunks, as
+    a non-streaming answer gets the upstream's body. Held back: `[DONE]`, which the relay
+    sends after its cost comment, and the usage-only chunk when the client did not ask for
+    usage (the gateway always does). The text-only deltas of one read come out as one
+    `TextDelta`: nothing is encoded from them, only collected."""
+
+    def __init__(self, include_usage: bool) -> None:
+        super().__init__()
+        self.include_usage = include_usage
+        self._kept: list[bytes] = []
+
+    def take(self) -> bytes:
+        """The client's bytes for the events decoded since the last call."""
+        if not self._kept:
+            return b""
+        kept, self._kept = self._kept, []
+        return b"data: " + b"\n\ndata: ".join(kept) + b"\n\n"
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        return self._decode(self._sse.feed_data(chunk))
+
+    def close(self) -> list[StreamEvent]:
+        out = self._decode([ev.data.encode() for ev in self._sse.close() if ev.data])
+        if not self.done:
+            if not self._finished:
+                raise UpstreamError(502, "upstream stream ended before it finished")
+            self.done = True
+            out.append(StreamEnd(self._stop, self._usage))
+        return out
+
+    def _decode(self, payloads: list[bytes]) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        text: list[str] = []
+        for data in payloads:
+            if self.done:
+                break
+            if data[:1] != b"{" and data.strip() == b"[DONE]":
+                self.done = True
+                if text:
+                    out.append(TextDelta("".join(text)))
+                    text = []
+                out.append(StreamEnd(self._stop, self._usage))
+                break
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError(502, "upstream sent a malformed stream chunk") from exc
+            if "error" in chunk:
+                err = chunk["error"] or {}
+                raise UpstreamError(502, str(err.get("message", "upstream stream error")), error_type=err.get("type"))
+            if not self._started:
+                self._started = True
+                out.append(StreamStart(str(chunk.get("id", "")), str(chunk.get("model", ""))))
+            choices = chunk.get("choices")
+            if chunk.get("usage"):
+                self._usage = parse_usage(chunk["usage"])
+                if not choices and not self.include_usage:
+                    continue
+            self._kept.append(data)
+            for choice in choices or ():
+                delta = choice.get("delta") or {}
+                if len(delta) == 1 and "content" in delta:
+                    if delta["content"]:
+                        text.append(delta["content"])
+                elif delta:
+                    if text:
+                        out.append(TextDelta("".join(text)))
+                        text = []
+                    self._delta(delta, out)
+                if choice.get("finish_reason"):
+                    self._finished = True
+                    self._stop = FINISH_TO_STOP.get(choice["finish_reason"], "end_turn")
+        if text:
+            out.append(TextDelta("".join(text)))
+        return out
+
+
 class StreamEncoder:
     """Stream events -> OpenAI SSE bytes for a client."""
 

@@ -31,13 +31,23 @@ class SSEParser:
     def feed_data(self, chunk: bytes) -> list[bytes]:
         """The data of each complete event, as bytes, for formats that name no events
         (OpenAI's): no event objects, no decoding; events without data are skipped."""
-        blocks = self._blocks(chunk)
-        if blocks and blocks[0].startswith(b"data: "):
-            # the common case, every event one `data: ` line: a join and a split, no loop
-            joined = b"\n".join(blocks)
-            parts = joined[6:].split(b"\ndata: ")
-            if len(parts) == len(blocks) and joined.count(b"\n") == len(blocks) - 1:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:  # CRLF lines: the general path normalises them
+            return self._data(self._blocks(chunk))
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return []
+        done, self._buf = buf[:end], buf[end + 2:]
+        if done.startswith(b"data: "):
+            # the common case, every event one `data: ` line: one split, no loop
+            parts = done[6:].split(b"\n\ndata: ")
+            if done.count(b"\n") == 2 * len(parts) - 2:
                 return parts
+        return self._data(done.split(b"\n\n"))
+
+    @staticmethod
+    def _data(blocks: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
         for block in blocks:
             if block.startswith(b"data: ") and b"\n" not in block:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from relaygate.errors import GatewayError, UpstreamError
+from relaygate.formats import openai as openai_fmt
 from relaygate.formats.types import StreamEvent
 from relaygate.pipeline.context import RequestContext, StreamBody
 from relaygate.pipeline.route import routing_facts
@@ -43,7 +44,10 @@ class CallStage:
                 ctx.raw_response = resp.body if native is not None else None
                 return
             assert resp.chunks is not None
-            decoder = adapter.stream_decoder()
+            # the request went up unchanged in the client's format: so does the stream come back
+            passthrough = openai_fmt.StreamPassthrough(ctx.chat.include_usage) if (
+                native is not None and ctx.format == "openai") else None
+            decoder = passthrough if passthrough is not None else adapter.stream_decoder()
             chunks = resp.chunks.__aiter__()
             first: list[StreamEvent] = []
             try:
@@ -57,7 +61,8 @@ class CallStage:
             except BaseException:
                 resp.release()
                 raise
-            ctx.stream = StreamBody(first, _rest(chunks, decoder), resp.release)
+            ctx.stream = StreamBody(first, _rest(chunks, decoder), resp.release,
+                                    passthrough.take if passthrough is not None else None)
 
         try:
             routed = await self.router.run(ctx.plan, attempt, routing_facts(ctx), ctx.attempts)

@@ -32,11 +32,14 @@ class Principal:
 
 @dataclass(slots=True)
 class StreamBody:
-    """A committed upstream stream: events already decoded, then the rest of the body."""
+    """A committed upstream stream: events already decoded, then the rest of the body.
+    `passthrough`, when set, gives the upstream's own bytes for the events decoded so far,
+    which the client gets instead of their encoding (same format, request unchanged)."""
 
     first_events: list[StreamEvent]
     rest: AsyncIterator[list[StreamEvent]]
     release: Callable[[], None]
+    passthrough: Callable[[], bytes] | None = None
 
 
 @dataclass(slots=True)

@@ -8,7 +8,6 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -25,7 +24,7 @@ from relaygate.pipeline.embeddings import embeddings
 from relaygate.pipeline.inbound import parse_json, read_body, read_relaygate_headers
 from relaygate.server.gateway import GATEWAY, Gateway
 from relaygate.server.openapi import openapi_json
-from relaygate.server.streaming import StreamRelay
+from relaygate.server.streaming import StreamRelay, format_cost
 
 log = logging.getLogger("relaygate.server")
 _FORMATS = {
@@ -39,11 +38,6 @@ def request_id() -> str:
     tenant must not reveal how many requests others made. (`random` reseeds itself in a
     forked worker, so `--workers N` processes draw different ids.)"""
     return f"{random.getrandbits(96):024x}"
-
-
-def format_cost(cost: Decimal | None) -> str:
-    """A fixed-point decimal string exact to 1e-9 (costs are computed in Decimal)."""
-    return "0.000000000" if not cost else f"{cost:.9f}"
 
 
 @dataclass(slots=True)

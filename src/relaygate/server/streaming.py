@@ -1,4 +1,6 @@
-"""Relaying a committed upstream stream to the client in the client's format.
+"""Relaying a committed upstream stream to the client in the client's format: events
+encoded for it, or, when the upstream speaks that format and got the request unchanged,
+the upstream's own bytes (`StreamBody.passthrough`).
 
 The stages' `on_complete` (cost, ledger, limits) runs after the upstream's last event
 and before the closing bytes, so the cost comment precedes `[DONE]` / `message_stop`
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from decimal import Decimal
 from typing import Any, Protocol
 
 from relaygate.errors import GatewayError, UpstreamError
@@ -48,7 +51,9 @@ class StreamRelay:
         )
         route = ctx.state.get("route")
         self.abort_on_disconnect = getattr(route, "on_client_disconnect", "drain") == "abort"
+        self.passthrough = ctx.stream.passthrough if ctx.stream else None
         self.collected: list[StreamEvent] = []
+        self.held = b""  # the last events, written with the end
         self.ended = False
         self.disconnected = False
 
@@ -77,9 +82,9 @@ class StreamRelay:
             stream.release()
         self._settle_usage()
         await self.gw.pipeline.complete(ctx)
-        last = b""
+        last = self.held
         if self.ended and ctx.status == 200:
-            last = format_cost_comment(ctx) + self.encoder.close()
+            last += format_cost_comment(ctx) + self.encoder.close()
         if not self.disconnected:
             try:  # the closing events and the end of the body in one write
                 await self.resp.write_eof(last)
@@ -103,17 +108,24 @@ class StreamRelay:
 
     async def _emit(self, events: list[StreamEvent]) -> None:
         ctx = self.ctx
-        out = bytearray()
         for ev in events:
-            self.collected.append(ev)
             if ctx.ttft_ms is None and isinstance(ev, (TextDelta, ToolCallStart)):
                 ctx.ttft_ms = ctx.elapsed_ms()
             if isinstance(ev, StreamEnd):
                 self.ended = True
-            if not self.disconnected:
-                out += self.encoder.encode(ev)
-        if out:
-            await self._write(bytes(out))
+        self.collected += events
+        if self.passthrough is not None:
+            out = self.passthrough()  # taken even when nobody reads it, so it does not pile up
+        elif self.disconnected:
+            return
+        else:
+            out = b"".join([self.encoder.encode(ev) for ev in events])
+        if not out or self.disconnected:
+            return
+        if self.ended:  # the upstream is done: these go out with the closing bytes, one write
+            self.held += out
+            return
+        await self._write(out)
 
     async def _write(self, data: bytes) -> None:
         if self.disconnected:
@@ -124,7 +136,10 @@ class StreamRelay:
             self.disconnected = True
 
 
-def format_cost_comment(ctx: RequestContext) -> bytes:
-    from relaygate.server.app import format_cost
+def format_cost(cost: Decimal | None) -> str:
+    """A fixed-point decimal string exact to 1e-9 (costs are computed in Decimal)."""
+    return "0.000000000" if not cost else f"{cost:.9f}"
 
+
+def format_cost_comment(ctx: RequestContext) -> bytes:
     return b": x-relaygate-cost-usd=" + format_cost(ctx.cost_usd).encode() + b"\n\n"
