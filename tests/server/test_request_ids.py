@@ -1,8 +1,10 @@
-"""Request ids: unique within a process and across forked workers (`--workers N`)."""
+"""Request ids: unique within a process and across forked workers (`--workers N`), and
+time-first, so the ledger's primary key grows at its end."""
 
 from __future__ import annotations
 
 import os
+import time
 
 from relaygate.server.app import request_id
 
@@ -23,3 +25,13 @@ def test_ids_are_unique_in_a_process_and_in_a_forked_worker() -> None:
     os.close(read)
     assert len(child) == 100 and not child & ids
     assert not child & {request_id() for _ in range(100)}  # the parent's next ids differ too
+
+
+def test_ids_sort_by_time_and_carry_it() -> None:
+    before = time.time()
+    first = request_id()
+    time.sleep(0.002)
+    later = [request_id() for _ in range(100)]
+    assert len(first) == 24 and all(len(i) == 24 and i > first for i in later)
+    assert abs(int(first[:12], 16) / 1000 - before) < 1.0
+    assert len({i[12:] for i in later}) == 100  # the random half differs within one millisecond

@@ -34,10 +34,13 @@ _FORMATS = {
 
 
 def request_id() -> str:
-    """96 random bits as hex, without a syscall per request. Not a counter: ids seen by one
-    tenant must not reveal how many requests others made. (`random` reseeds itself in a
-    forked worker, so `--workers N` processes draw different ids.)"""
-    return f"{random.getrandbits(96):024x}"
+    """The time in milliseconds (12 hex digits), then 48 random bits, without a syscall per
+    request. Time first, so the usage ledger's primary key grows at its end: random ids
+    cost the database a random B-tree page per insert (bench/ledger_insert.py: SQLite,
+    300k rows in, 28 against 16 us of CPU a row, and growing). Not a counter: an id tells the time,
+    which its answer's arrival tells anyway, but nothing of how many requests others made.
+    (`random` reseeds itself in a forked worker, so `--workers N` processes draw different ids.)"""
+    return f"{int(time.time() * 1000):012x}{random.getrandbits(48):012x}"
 
 
 @dataclass(slots=True)
