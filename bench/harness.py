@@ -578,6 +578,19 @@ request = function()
 end
 """
 
+# Paced: each connection sends, waits for the answer, then a random pause (exponential,
+# mean `period_ms`) before its next request. Memoryless pauses keep the connections out of
+# step (constant pauses let them fall into bursts that queue behind each other), so the
+# requests of all connections together arrive about as a Poisson stream of
+# connections / (period + latency) per second.
+PACED_CONNECTIONS = 40
+WRK_PACE_LUA = """
+math.randomseed(os.time())
+delay = function()
+  return math.floor(-math.log(1 - math.random()) * {period_ms})
+end
+"""
+
 
 @dataclass
 class WrkResult:
@@ -602,12 +615,17 @@ def _ms(text: str) -> float:
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v * 60000 if unit == "m" else v
 
 
-def wrk(tmp: Path, t: Target, stream: bool, connections: int, seconds: float, timeout_s: int = 10) -> WrkResult:
+def wrk(tmp: Path, t: Target, stream: bool, connections: int, seconds: float, timeout_s: int = 10,
+        rate: float | None = None) -> WrkResult:
     """wrk -t1 -c<connections> on the load core; CPU per request of the target's processes
-    read from /proc around the run."""
+    read from /proc around the run. With `rate`, paced (WRK_PACE_LUA) to about that many
+    requests/s in all; otherwise as fast as the target answers."""
     hdrs = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers_for(t, stream).items())
     script = tmp / f"wrk-{os.getpid()}-{time.monotonic_ns()}.lua"
-    script.write_text(WRK_LUA.format(headers=hdrs, model=t.model(stream), stream="true" if stream else "false"))
+    lua = WRK_LUA.format(headers=hdrs, model=t.model(stream), stream="true" if stream else "false")
+    if rate is not None:
+        lua += WRK_PACE_LUA.format(period_ms=max(1, round(connections / rate * 1000)))
+    script.write_text(lua)
     pids = t.pids()
     duration = max(1, round(seconds))
     with ForeignLoad() as foreign:
