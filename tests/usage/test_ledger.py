@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -399,3 +400,33 @@ async def test_concurrent_requests_share_journal_writes(tmp_path: Path, journal_
         ledger = client.server.app[GATEWAY].services["ledger"]
         await ledger.flush()
         assert sum(writes) == 40 and len(writes) < 40  # every record written, several per write(2)
+
+
+async def _hourly_spend_from_the_ts_index(tmp_path: Path, db_url: str | None) -> None:
+    store = await _store(tmp_path, db_url)
+    try:
+        hour = random.randrange(100_000, 200_000)  # an hour of its own in the past, as runs share PostgreSQL
+        tag = os.urandom(4).hex()
+        await store.insert([
+            record(f"hs-before-{tag}", ts=hour * 3600 - 1, cost=1),
+            record(f"hs-a-{tag}", ts=hour * 3600, cost=10), record(f"hs-b-{tag}", ts=hour * 3600 + 3599.5, cost=20),
+            record(f"hs-next-{tag}", ts=(hour + 1) * 3600 + 7, cost=300),
+        ])
+        got = await store.hourly_spend(hour * 3600 + 1800)  # from the hour that holds `since`, whole
+        assert got[hour] == 30 and got[hour + 1] == 300 and hour - 1 not in got
+        if store.db.dialect == "sqlite":
+            names = await store.db.fetch("SELECT name FROM sqlite_master WHERE type = 'index'")
+        else:
+            names = await store.db.fetch("SELECT indexname AS name FROM pg_indexes WHERE tablename = 'usage_ledger'")
+        indexes = {r["name"] for r in names}
+        assert "usage_ledger_ts" in indexes and "usage_ledger_hour" not in indexes  # one index less per insert
+    finally:
+        await store.db.close()
+
+
+async def test_hourly_spend_from_the_ts_index_sqlite(tmp_path: Path) -> None:
+    await _hourly_spend_from_the_ts_index(tmp_path, None)
+
+
+async def test_hourly_spend_from_the_ts_index_postgres(tmp_path: Path, postgres_url: str) -> None:
+    await _hourly_spend_from_the_ts_index(tmp_path, postgres_url)
