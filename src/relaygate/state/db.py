@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -71,18 +69,6 @@ async def _apply_migrations(tx: Executor, component: str, migrations: Sequence[s
     return count
 
 
-def _lower_this_thread() -> int:
-    """At least nice 10 for the calling thread (on Linux a thread has its own nice value)."""
-    tid = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        if os.getpriority(os.PRIO_PROCESS, tid) < BACKGROUND_NICE:
-            os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
-    return 0
-
-
-BACKGROUND_NICE = 10
-
-
 class SqliteDatabase:
     """aiosqlite on one connection (WAL); writes and transactions are serialised by a lock,
     which is what SQLite does anyway, and makes compare-and-set sequences atomic."""
@@ -102,12 +88,6 @@ class SqliteDatabase:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA busy_timeout=5000")
-        # The connection's worker thread shares the gateway's core: at nice 10 (an eighth of
-        # the event loop's CPU weight when both want it) a flush of thousands of ledger rows
-        # waits for the requests instead of taking half the core from them. An SQL function
-        # is how code runs in that thread; it asks nothing of SQLite.
-        await conn.create_function("relaygate_background_thread", 0, _lower_this_thread)
-        await conn.execute("SELECT relaygate_background_thread()")
         return cls(conn)
 
     @staticmethod
