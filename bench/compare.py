@@ -5,8 +5,9 @@ direct measured in the same run.
 
 Phases, each with a freshly started target:
   A  nginx upstream (fixed answers): max req/s with wrk -t1 -c32, json and stream; p50/p99
-     latency at a fixed open-loop rate (bench/loadgen.py); then a soak at --soak-rate for
-     --soak-seconds with the target's RSS (process tree, /proc) at start, end and max
+     latency at about --rate req/s (wrk paced to Poisson arrivals, as in bench/overhead.py);
+     then a soak at --soak-rate for --soak-seconds (the open-loop Python client of
+     bench/loadgen.py) with the target's RSS (process tree, /proc) at start, end and max
   B  slow upstream (bench/slow_upstream.py, answers after --slow-ms): wrk -c<--concurrency>,
      throughput (ideal = concurrency / delay), p99 and errors
   C  trickling SSE upstream (one chunk every 2 s): --streams streams open at once; the
@@ -66,8 +67,7 @@ def phase_a(tmp: Path, t: h.Target, args: argparse.Namespace) -> dict[str, Any]:
         mode = "stream" if stream else "json"
         h.wrk(tmp, t, stream, 32, args.warmup_seconds)
         out[f"max_{mode}"] = h.wrk(tmp, t, stream, 32, args.wrk_seconds).as_dict()
-        out[f"rate_{mode}"] = asyncio.run(fixed_rate(t.url(stream), h.headers_for(t, stream), t.model(stream),
-                                                     stream, args.rate, args.rate_seconds)).as_dict()
+        out[f"rate_{mode}"] = h.wrk(tmp, t, stream, h.PACED_CONNECTIONS, args.rate_seconds, rate=args.rate).as_dict()
     if args.soak_seconds > 0 and t.proc is not None:
         samples: list[int] = []
 
@@ -218,7 +218,8 @@ def main() -> None:
     m = doc["machine"]
     print(f"# relaygate vs peers  {m['date']}  commit {m['commit']}  nproc {m['nproc']}  {m['cpu']}  "
           f"Python {m['python']}")
-    print(f"wrk -t1 -c32 {args.wrk_seconds:.0f}s; fixed rate {args.rate:.0f} req/s for {args.rate_seconds:.0f}s; "
+    print(f"wrk -t1 -c32 {args.wrk_seconds:.0f}s; wrk paced to {args.rate:.0f} req/s (-c{h.PACED_CONNECTIONS}, "
+          f"Poisson arrivals) for {args.rate_seconds:.0f}s; "
           f"soak {args.soak_seconds:.0f}s at {args.soak_rate:.0f} req/s; elapsed {doc['elapsed_s']:.0f}s; "
           f"relaygate {measured}")
     for r in results:
