@@ -35,8 +35,8 @@ class Executor(Protocol):
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """`rows` may be lazy: SQLite consumes it in its worker thread, so rows built there
-        (between the statements, which run without the GIL) keep the event loop free."""
+        """`rows` may be lazy: SQLite consumes it in its worker thread, so the rows are built
+        there, one before each statement, instead of all at once in the event loop."""
 
 
 class Database(Executor, Protocol):

@@ -38,7 +38,7 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS usage_ledger_hour ON usage_ledger (hour)
     """,
     # hour = floor(ts / 3600): the ts index serves the hourly query as well, and every index
-    # is paid for on each insert (about 1.3 us a row in SQLite, bench/ledger_insert.py)
+    # is paid for on each insert (in SQLite at 300k rows, 12.7 -> 11.4 us a row without it)
     "DROP INDEX IF EXISTS usage_ledger_hour",
 ]
 
