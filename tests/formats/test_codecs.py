@@ -286,8 +286,11 @@ def test_passthrough_ends_at_eof_after_a_finish_and_refuses_a_cut_or_broken_stre
     cut.feed(UPSTREAM_STREAM[:UPSTREAM_STREAM.index(b"data: ", 300)])
     with pytest.raises(UpstreamError, match="ended before it finished"):
         cut.close()
-    with pytest.raises(UpstreamError, match="malformed"):
-        openai.StreamPassthrough(True).feed(b'data: {"id": \n\n')
+    for bad in (b'data: {"id": \n\n', b"data: [1, 2]\n\n"):  # not JSON; JSON but not a chunk
+        with pytest.raises(UpstreamError, match="malformed"):
+            openai.StreamPassthrough(True).feed(bad)
+        with pytest.raises(UpstreamError, match="malformed"):
+            openai.StreamDecoder().feed(bad)
     with pytest.raises(UpstreamError, match="overloaded") as err:
         openai.StreamPassthrough(True).feed(b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n')
     assert err.value.error_type == "server_error"

@@ -399,16 +399,7 @@ class StreamDecoder:
             self.done = True
             out.append(StreamEnd(self._stop, self._usage))
             return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(502, "upstream sent a malformed stream chunk") from exc
-        if "error" in chunk:
-            err = chunk["error"] or {}
-            raise UpstreamError(502, str(err.get("message", "upstream stream error")), error_type=err.get("type"))
-        if not self._started:
-            self._started = True
-            out.append(StreamStart(str(chunk.get("id", "")), str(chunk.get("model", ""))))
+        chunk = self._chunk(data, out)
         if chunk.get("usage"):
             self._usage = parse_usage(chunk["usage"])
         for choice in chunk.get("choices") or []:
@@ -421,6 +412,22 @@ class StreamDecoder:
             if choice.get("finish_reason"):
                 self._finished = True
                 self._stop = FINISH_TO_STOP.get(choice["finish_reason"], "end_turn")
+
+    def _chunk(self, data: bytes, out: list[StreamEvent]) -> dict[str, Any]:
+        """One chunk's JSON object; an error chunk is raised, the first one starts the stream."""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(502, "upstream sent a malformed stream chunk") from exc
+        if not isinstance(chunk, dict):
+            raise UpstreamError(502, "upstream sent a malformed stream chunk")
+        if "error" in chunk:
+            err = chunk["error"] or {}
+            raise UpstreamError(502, str(err.get("message", "upstream stream error")), error_type=err.get("type"))
+        if not self._started:
+            self._started = True
+            out.append(StreamStart(str(chunk.get("id", "")), str(chunk.get("model", ""))))
+        return chunk
 
     def _delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
         if delta.get("reasoning_content"):
@@ -483,16 +490,7 @@ class StreamPassthrough(StreamDecoder):
                     text = []
                 out.append(StreamEnd(self._stop, self._usage))
                 break
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise UpstreamError(502, "upstream sent a malformed stream chunk") from exc
-            if "error" in chunk:
-                err = chunk["error"] or {}
-                raise UpstreamError(502, str(err.get("message", "upstream stream error")), error_type=err.get("type"))
-            if not self._started:
-                self._started = True
-                out.append(StreamStart(str(chunk.get("id", "")), str(chunk.get("model", ""))))
+            chunk = self._chunk(data, out)
             choices = chunk.get("choices")
             if chunk.get("usage"):
                 self._usage = parse_usage(chunk["usage"])
