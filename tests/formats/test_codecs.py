@@ -294,3 +294,58 @@ def test_passthrough_ends_at_eof_after_a_finish_and_refuses_a_cut_or_broken_stre
     with pytest.raises(UpstreamError, match="overloaded") as err:
         openai.StreamPassthrough(True).feed(b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n')
     assert err.value.error_type == "server_error"
+
+
+def _anthropic_event(payload: dict[str, object]) -> bytes:
+    return b"event: " + str(payload["type"]).encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+# An upstream's own Anthropic stream: a ping, text, then a tool call, usage at both ends.
+ANTHROPIC_UPSTREAM = b"".join(_anthropic_event(p) for p in [
+    {"type": "message_start", "message": {"id": "msg_up", "type": "message", "role": "assistant", "model": "claude-x",
+                                          "content": [], "stop_reason": None, "usage": {"input_tokens": 12,
+                                                                                        "output_tokens": 1}}},
+    {"type": "ping"},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Bonjour \u00e9t\u00e9"}},
+    {"type": "content_block_stop", "index": 0},
+    {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "t1", "name": "f",
+                                                                  "input": {}}},
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"a":1}'}},
+    {"type": "content_block_stop", "index": 1},
+    {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+     "usage": {"output_tokens": 9}},
+])
+ANTHROPIC_STOP = _anthropic_event({"type": "message_stop"})
+
+
+@given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40))
+def test_anthropic_passthrough_relays_the_upstream_events_less_message_stop(cuts: list[int]) -> None:
+    wire = ANTHROPIC_UPSTREAM + ANTHROPIC_STOP
+    dec, pos, events, relayed = anthropic.StreamPassthrough(), 0, [], b""
+    for cut in cuts:
+        events += dec.feed(wire[pos:pos + cut])
+        relayed += dec.take()
+        pos += cut
+    events += dec.feed(wire[pos:]) + dec.close()
+    relayed += dec.take()
+    assert relayed == ANTHROPIC_UPSTREAM  # message_stop is the relay's, after its cost comment
+    got = collect_stream(events)
+    assert got == collect_stream(anthropic.StreamDecoder().feed(wire))
+    assert got.id == "msg_up" and got.text == "Bonjour \u00e9t\u00e9" and got.stop_reason == "tool_use"
+    assert got.tool_calls == [ToolCallPart("t1", "f", '{"a":1}')]
+    assert (got.usage.input_tokens, got.usage.output_tokens) == (12, 9)
+
+
+def test_anthropic_passthrough_refuses_a_cut_or_failed_stream() -> None:
+    cut = anthropic.StreamPassthrough()
+    cut.feed(ANTHROPIC_UPSTREAM)
+    with pytest.raises(UpstreamError, match="before message_stop"):
+        cut.close()
+    failed = anthropic.StreamPassthrough()
+    with pytest.raises(UpstreamError) as err:
+        failed.feed(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n')
+    assert err.value.status == 529 and failed.take() == b""
+    multi = anthropic.StreamPassthrough()  # data over two lines keeps its two lines
+    multi.feed(b'event: ping\ndata: {"type":\ndata: "ping"}\n\n')
+    assert multi.take() == b'event: ping\ndata: {"type":\ndata: "ping"}\n\n'

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from relaygate.formats.sse import SSEParser
 from relaygate.server.gateway import GATEWAY
 from relaygate.usage.store import LedgerStore
-from tests.conftest import auth, gateway_client, make_config
+from tests.conftest import auth, gateway_client, make_config, serve_app
 from tests.openapi_spec import validate
 
 CHAT = {"model": "mock", "messages": [{"role": "user", "content": "hello"}]}
@@ -146,6 +147,45 @@ async def test_openai_stream_from_an_openai_upstream_is_its_own_bytes_less_unask
         await gw.services["ledger"].flush()
         row = await LedgerStore(gw.services["db"]).get(resp.headers["x-relaygate-request-id"])
         assert row is not None and row["output_tokens"] > 0 and row["estimated"] == 0 and row["ttft_ms"] is not None
+
+
+async def test_anthropic_stream_from_an_anthropic_upstream_is_its_own_events(tmp_path: Path) -> None:
+    """The same for Anthropic: the upstream's events as sent (its message id), then the
+    cost comment, then the relay's message_stop; the provider's usage billed."""
+    events = [
+        {"type": "message_start", "message": {"id": "msg_up", "type": "message", "role": "assistant",
+                                              "model": "claude-x", "content": [], "usage": {"input_tokens": 7}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi there"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+    ]
+    relayed = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(relayed + b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    async with serve_app(app) as url:
+        c = cfg(tmp_path, providers={"ant": {"type": "anthropic", "base_url": url, "api_key": "sk-ant-x"}},
+                routes={**ROUTES, "claude": {"targets": [{"provider": "ant", "model": "claude-x"}]}})
+        async with gateway_client(c) as client:
+            body = {"model": "claude", "max_tokens": 20, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+            resp = await client.post("/v1/messages", json=body, headers=auth())
+            raw = await resp.read()
+            assert resp.status == 200 and raw.startswith(relayed)
+            rest = raw[len(relayed):]
+            assert rest.startswith(b": x-relaygate-cost-usd=") and rest.endswith(b"event: message_stop\n"
+                                                                                    b'data: {"type":"message_stop"}\n\n')
+            gw = client.server.app[GATEWAY]
+            await gw.services["ledger"].flush()
+            row = await LedgerStore(gw.services["db"]).get(resp.headers["x-relaygate-request-id"])
+            assert row is not None and (row["input_tokens"], row["output_tokens"], row["estimated"]) == (7, 3, 0)
 
 
 async def test_stream_cut_after_first_byte_ends_with_an_error_event(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from relaygate.errors import GatewayError, UpstreamError, invalid
-from relaygate.formats.sse import SSEParser, sse_line
+from relaygate.formats.sse import SSEEvent, SSEParser, sse_line
 from relaygate.formats.types import (
     ChatRequest,
     ChatResponse,
@@ -451,6 +451,42 @@ class StreamDecoder:
             err = d.get("error") or {}
             status = 529 if err.get("type") == "overloaded_error" else 502
             raise UpstreamError(status, str(err.get("message", "upstream stream error")), error_type=err.get("type"))
+
+
+class StreamPassthrough(StreamDecoder):
+    """An Anthropic stream relayed to an Anthropic client whose request went upstream
+    unchanged: decoded for usage, the end and what the cache and the ledger keep, while the
+    client gets the upstream's own events (`take`), less `message_stop`, which the relay
+    sends after its cost comment. An error event is raised, as by the decoder, and the relay
+    answers it in its own words."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: list[bytes] = []
+
+    def take(self) -> bytes:
+        """The client's bytes for the events decoded since the last call."""
+        kept, self._kept = self._kept, []
+        return b"".join(kept)
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        return self._relay(self._sse.feed(chunk))
+
+    def close(self) -> list[StreamEvent]:
+        out = self._relay(self._sse.close())
+        if not self.done:
+            raise UpstreamError(502, "upstream stream ended before message_stop")
+        return out
+
+    def _relay(self, events: list[SSEEvent]) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in events:
+            self._handle(ev.event, ev.data, out)
+            if self.done:
+                break
+            if ev.data:  # a data of several lines goes out as several `data:` lines
+                self._kept.append(sse_line(ev.data.encode().replace(b"\n", b"\ndata: "), ev.event))
+        return out
 
 
 def _event(name: str, payload: dict[str, Any]) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from relaygate.errors import GatewayError, UpstreamError
+from relaygate.formats import anthropic as anthropic_fmt
 from relaygate.formats import openai as openai_fmt
 from relaygate.formats.types import StreamEvent
 from relaygate.pipeline.context import RequestContext, StreamBody
@@ -45,8 +46,7 @@ class CallStage:
                 return
             assert resp.chunks is not None
             # the request went up unchanged in the client's format: so does the stream come back
-            passthrough = openai_fmt.StreamPassthrough(ctx.chat.include_usage) if (
-                native is not None and ctx.format == "openai") else None
+            passthrough = _passthrough(ctx) if native is not None else None
             decoder = passthrough if passthrough is not None else adapter.stream_decoder()
             chunks = resp.chunks.__aiter__()
             first: list[StreamEvent] = []
@@ -91,6 +91,15 @@ class CallStage:
             retry_after=last.retry_after,
             extra={"attempts": attempts},
         )
+
+
+def _passthrough(ctx: RequestContext) -> openai_fmt.StreamPassthrough | anthropic_fmt.StreamPassthrough | None:
+    """The decoder that also keeps the upstream's bytes for a client of the same format."""
+    if ctx.format == "openai":
+        return openai_fmt.StreamPassthrough(ctx.chat.include_usage)
+    if ctx.format == "anthropic":
+        return anthropic_fmt.StreamPassthrough()
+    return None
 
 
 async def _rest(chunks: AsyncIterator[bytes], decoder: StreamDecoder) -> AsyncIterator[list[StreamEvent]]:
