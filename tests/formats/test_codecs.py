@@ -14,6 +14,7 @@ from relaygate.formats.types import (
     ChatResponse,
     ImagePart,
     StreamEnd,
+    StreamEvent,
     StreamStart,
     TextDelta,
     TextPart,
@@ -264,16 +265,22 @@ def test_passthrough_relays_the_upstream_bytes_less_done_and_unasked_usage(inclu
     assert (got.usage.input_tokens, got.usage.output_tokens) == (12, 5)
 
 
-@given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40))
-def test_passthrough_is_indifferent_to_read_boundaries(cuts: list[int]) -> None:
-    wire = UPSTREAM_STREAM + b"data: [DONE]\n\n"
-    dec, pos, events, relayed = openai.StreamPassthrough(True), 0, [], b""
+def feed_in_pieces(dec: openai.StreamPassthrough | anthropic.StreamPassthrough, wire: bytes,
+                   cuts: list[int]) -> tuple[list[StreamEvent], bytes]:
+    """The events and the relayed bytes of `wire` fed in reads of the given sizes."""
+    pos, events, relayed = 0, [], b""
     for cut in cuts:
         events += dec.feed(wire[pos:pos + cut])
         relayed += dec.take()
         pos += cut
     events += dec.feed(wire[pos:]) + dec.close()
-    relayed += dec.take()
+    return events, relayed + dec.take()
+
+
+@given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40))
+def test_passthrough_is_indifferent_to_read_boundaries(cuts: list[int]) -> None:
+    wire = UPSTREAM_STREAM + b"data: [DONE]\n\n"
+    events, relayed = feed_in_pieces(openai.StreamPassthrough(True), wire, cuts)
     assert relayed == UPSTREAM_STREAM
     assert collect_stream(events) == collect_stream(openai.StreamDecoder().feed(wire))
 
@@ -322,13 +329,7 @@ ANTHROPIC_STOP = _anthropic_event({"type": "message_stop"})
 @given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40))
 def test_anthropic_passthrough_relays_the_upstream_events_less_message_stop(cuts: list[int]) -> None:
     wire = ANTHROPIC_UPSTREAM + ANTHROPIC_STOP
-    dec, pos, events, relayed = anthropic.StreamPassthrough(), 0, [], b""
-    for cut in cuts:
-        events += dec.feed(wire[pos:pos + cut])
-        relayed += dec.take()
-        pos += cut
-    events += dec.feed(wire[pos:]) + dec.close()
-    relayed += dec.take()
+    events, relayed = feed_in_pieces(anthropic.StreamPassthrough(), wire, cuts)
     assert relayed == ANTHROPIC_UPSTREAM  # message_stop is the relay's, after its cost comment
     got = collect_stream(events)
     assert got == collect_stream(anthropic.StreamDecoder().feed(wire))
