@@ -225,3 +225,62 @@ async def test_single_flight_serves_streaming_and_plain_clients_alike(tmp_path: 
         assert sum(a for a, _ in results) == 1
         assert all("data: [DONE]" in t for i, (_, t) in enumerate(results) if i % 2 == 0)
         assert all('"choices"' in t and "[DONE]" not in t for i, (_, t) in enumerate(results) if i % 2 == 1)
+
+
+async def test_answer_leaves_before_the_cache_store_metrics_and_observers(tmp_path: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work a request does for later ones runs after its answer is written, in the same
+    turn of the loop: the next identical request still hits, /metrics still counts it."""
+    from relaygate.cache.store import MemoryStore
+    from relaygate.observability.metrics import GatewayMetrics
+    from relaygate.server.front import FrontProtocol
+    from relaygate.usage.alerts import AlertMonitor
+
+    events: list[str] = []
+
+    def spy(cls: Any, name: str, tag: str) -> None:
+        real = getattr(cls, name)
+
+        def wrapper(self: Any, *a: Any, **kw: Any) -> Any:
+            events.append(tag)
+            return real(self, *a, **kw)
+        monkeypatch.setattr(cls, name, wrapper)
+
+    spy(FrontProtocol, "_write", "answer")
+    spy(MemoryStore, "put_now", "cache")
+    spy(GatewayMetrics, "observe", "metrics")
+    spy(AlertMonitor, "observe", "observer")
+    async with gateway_client(make_config({}, tmp_path)) as client:
+        r1, _ = await post(client, chat("deferred"))
+        assert r1.headers["x-relaygate-cache"] == "miss"
+        assert events[0] == "answer" and sorted(events[1:]) == ["cache", "metrics", "observer"]
+        r2, _ = await post(client, chat("deferred"))
+        assert r2.headers["x-relaygate-cache"] == "hit-exact"
+        text = await (await client.get("/metrics", headers=auth("sk-test-master"))).text()
+        assert any(line.startswith("relaygate_requests_total{") and line.endswith(" 2.0")
+                   for line in text.splitlines()), text[:2000]
+
+
+async def test_a_remote_store_is_written_in_a_task_that_close_waits_for(tmp_path: Any) -> None:
+    from relaygate.server.gateway import GATEWAY
+
+    stored: list[str] = []
+
+    class SlowStore:
+        backend = "slow"
+
+        async def get(self, key: Any) -> bytes | None:
+            return None
+
+        async def put(self, key: Any, value: bytes, ttl_s: int) -> None:
+            await asyncio.sleep(0.2)
+            stored.append(key.digest)
+
+    async with gateway_client(make_config({}, tmp_path)) as client:
+        stage = client.server.app[GATEWAY].services["cache"]
+        stage.store = SlowStore()
+        r, _ = await post(client, chat("slow store"))
+        assert r.status == 200 and stored == []  # answered without waiting for the store
+        assert len(stage._storing) == 1
+        await stage.close()
+        assert len(stored) == 1 and not stage._storing

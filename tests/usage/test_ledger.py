@@ -391,6 +391,40 @@ async def test_group_commit_writes_a_turns_records_once_before_their_answers(
         await store.db.close()
 
 
+async def test_work_after_answers_runs_after_the_turns_answers_in_the_same_turn(
+        tmp_path: Path, journal_writes: list[int], caplog: pytest.LogCaptureFixture) -> None:
+    store = await _store(tmp_path, None)
+    try:
+        ledger = Ledger(store, Journal(tmp_path / "j"), UsageConfig())
+        order: list[str] = []
+        ledger.after_answers(lambda: order.append("later-first"))  # queued before any record
+        ledger.record(record("a"))
+        ledger.after_durable(lambda: order.append("answer-a"))
+        ledger.after_answers(lambda: 1 / 0)  # a failing one is logged, the rest still run
+        ledger.record(record("b"))
+        ledger.after_durable(lambda: order.append("answer-b"))
+        ledger.after_answers(lambda: order.append(f"later-last {len(journal_writes)}"))
+        assert order == []
+        loop_turns = 0
+
+        def count() -> None:
+            nonlocal loop_turns
+            loop_turns += 1
+        asyncio.get_running_loop().call_soon(count)  # queued after the one journal write
+        await asyncio.sleep(0)
+        assert journal_writes == [2]
+        assert order == ["answer-a", "answer-b", "later-first", "later-last 1"]
+        assert loop_turns == 1  # everything ran in the callback queued first
+        assert "work deferred after an answer failed" in caplog.text
+        ledger.after_answers(lambda: order.append("alone"))  # nothing staged: still on the next turn
+        assert order[-1] != "alone"
+        await asyncio.sleep(0)
+        assert order[-1] == "alone" and journal_writes == [2]
+        await ledger.close()
+    finally:
+        await store.db.close()
+
+
 async def test_concurrent_requests_share_journal_writes(tmp_path: Path, journal_writes: list[int]) -> None:
     writes = journal_writes
     async with gateway_client(config(tmp_path)) as client:

@@ -46,8 +46,10 @@ async def install(gw: Gateway) -> None:
     store = build_store(gw, metrics)
     semantic = await build_semantic(gw, metrics)
     hits = HitLog(gw.services.get("redis"))
-    stage = CacheStage(gw.cfg, store, metrics, gw.metrics.route_label, hits, PromptCaching(gw.cfg), semantic)
+    stage = CacheStage(gw.cfg, store, metrics, gw.metrics.route_label, hits, PromptCaching(gw.cfg), semantic,
+                       defer=gw.after_answers)
     gw.add_stage(stage)
+    gw.on_close(stage.close)
     gw.metrics.on_render.append(stage.refresh_gauges)
     gw.metrics.on_render.append(metrics.flush)
     gw.services["cache"] = stage

@@ -8,6 +8,7 @@ for Anthropic targets and, when identical misses are in flight, waits for the fi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from relaygate.cache.feedback import HitLog, HitRecord
 from relaygate.cache.metrics import CacheMetrics
 from relaygate.cache.prompt_caching import PromptCaching
 from relaygate.cache.singleflight import SingleFlight
-from relaygate.cache.store import AnswerStore, StoreKey
+from relaygate.cache.store import AnswerStore, MemoryStore, StoreKey
 from relaygate.config.models import GatewayConfig, RouteCacheConfig, RouteConfig
 from relaygate.pipeline.context import RequestContext
 from relaygate.routing.plan import Leaf
@@ -72,7 +73,8 @@ class CacheStage:
 
     def __init__(self, cfg: GatewayConfig, store: AnswerStore, metrics: CacheMetrics,
                  route_label: Callable[[str], str], hits: HitLog, prompt_caching: PromptCaching,
-                 semantic: SemanticTier | None = None) -> None:
+                 semantic: SemanticTier | None = None,
+                 defer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.metrics = metrics
@@ -81,6 +83,9 @@ class CacheStage:
         self.prompt_caching = prompt_caching
         self.semantic = semantic
         self.flights: SingleFlight[CachedAnswer] = SingleFlight()
+        # Gateway.after_answers: answers are stored once they are written, not before
+        self.defer = defer
+        self._storing: set[asyncio.Task[None]] = set()
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -213,15 +218,43 @@ class CacheStage:
             self.flights.finish(f"{decision.key.tenant}\x00{decision.key.digest}", answer)
         if answer is None or not decision.store:
             return
+        if self.defer is None:
+            await self._store(ctx.route_name, decision, answer)
+        else:
+            self.defer(lambda: self._store_later(ctx.route_name, decision, answer))
+
+    def _store_later(self, route: str, decision: CacheDecision, answer: CachedAnswer) -> None:
+        """After the answer is written: into the in-process store at once (in the same turn
+        of the loop, so the next identical request finds it), into Redis and the semantic
+        tier (which embeds the question first) in a task."""
+        assert decision.key is not None
+        if isinstance(self.store, MemoryStore) and not (self.semantic is not None and decision.semantic_context):
+            try:
+                self.store.put_now(decision.key, answer.to_bytes(), decision.ttl_s)
+                self.metrics.stored.inc("exact")
+            except Exception as exc:
+                log.warning("cache write failed (%s): the answer was served but not cached", exc)
+            return
+        task = asyncio.get_running_loop().create_task(self._store(route, decision, answer))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+
+    async def _store(self, route: str, decision: CacheDecision, answer: CachedAnswer) -> None:
+        assert decision.key is not None
         try:
             await self.store.put(decision.key, answer.to_bytes(), decision.ttl_s)
             self.metrics.stored.inc("exact")
             if self.semantic is not None and decision.semantic_context and decision.semantic_text:
-                await self.semantic.store(decision.semantic_context, decision.key.tenant, ctx.route_name,
+                await self.semantic.store(decision.semantic_context, decision.key.tenant, route,
                                           decision.semantic_text, answer, decision.semantic_ttl_s)
                 self.metrics.stored.inc("semantic")
         except Exception as exc:
             log.warning("cache write failed (%s): the answer was served but not cached", exc)
+
+    async def close(self) -> None:
+        """Waits for the stores still in flight (on shutdown, before Redis is closed)."""
+        while self._storing:
+            await asyncio.gather(*self._storing, return_exceptions=True)
 
     def _answer_of(self, ctx: RequestContext, decision: CacheDecision) -> CachedAnswer | None:
         """The fresh provider answer worth sharing, or None."""

@@ -99,6 +99,9 @@ class MemoryStore:
         return item.value
 
     async def put(self, key: StoreKey, value: bytes, ttl_s: int) -> None:
+        self.put_now(key, value, ttl_s)
+
+    def put_now(self, key: StoreKey, value: bytes, ttl_s: int) -> None:
         size = entry_size(key, value)
         if key in self._items:
             self._drop(key)

@@ -236,11 +236,15 @@ class MetricsStage:
     name = "metrics"
     observes_refusals = True
 
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, defer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.metrics = metrics
+        self.defer = defer  # Gateway.after_answers: observed once the answer is written
 
     async def on_request(self, ctx: RequestContext) -> None:
         return None
 
     async def on_complete(self, ctx: RequestContext) -> None:
-        self.metrics.observe(ctx)
+        if self.defer is None:
+            self.metrics.observe(ctx)
+        else:
+            self.defer(lambda: self.metrics.observe(ctx))

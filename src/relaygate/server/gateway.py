@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ class Gateway:
         self.route_stage = RouteStage(cfg)
         # Stage order (DESIGN §10); `on_complete` runs in reverse, so metrics sees all.
         self.recent = RecentRequests()
-        self.stages: list[Stage] = [MetricsStage(self.metrics), self.recent, AuthStage(self.resolvers),
+        self.stages: list[Stage] = [MetricsStage(self.metrics, self.after_answers), self.recent, AuthStage(self.resolvers),
                                     self.route_stage]
         self.call = CallStage(self.registry, self.router, Deadlines.from_config(cfg.timeouts))
         self.pipeline = Pipeline(self.stages, self.call)
@@ -89,6 +90,17 @@ class Gateway:
             fn()
         else:
             ledger.after_durable(fn)
+
+    def after_answers(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` once the answers finished so far are written: for the work a request
+        does for later ones (cache stores, metrics, usage observers), kept off its own
+        latency. In the same turn of the loop as those writes, so nothing the next request
+        reads can miss it."""
+        ledger = self.services.get("ledger")
+        if ledger is None:
+            asyncio.get_running_loop().call_soon(fn)
+        else:
+            ledger.after_answers(fn)
 
     async def durable(self) -> None:
         """`after_durable` for a writer that must be awaited (aiohttp's responses)."""

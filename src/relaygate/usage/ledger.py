@@ -45,6 +45,8 @@ class Ledger:
         self._staged_lines: list[bytes] = []
         self._staged: list[UsageRecord] = []
         self._after: list[Callable[[], None]] = []
+        self._later: list[Callable[[], None]] = []  # after_answers
+        self._scheduled = False  # write_staged is queued on the loop
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._last_retention = 0.0
@@ -54,12 +56,23 @@ class Ledger:
     def record(self, rec: UsageRecord) -> None:
         """Stages the record for this turn's journal write; the caller releases its answer
         through `after_durable` or `durable`."""
-        if not self._staged:
-            asyncio.get_running_loop().call_soon(self.write_staged)
+        self._schedule()
         self._staged_lines.append(rec.to_json())
         self._staged.append(rec)
         if self.metrics is not None:
             self.metrics.ledger_records.inc()
+
+    def after_answers(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` at the end of this turn's journal write, after the answers released by
+        it are written: work a request does for later ones (cache stores, metrics) kept off
+        its own latency."""
+        self._later.append(fn)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.write_staged)
 
     def after_durable(self, fn: Callable[[], None]) -> None:
         """Runs `fn` once every record staged so far is in the journal: at once if none waits."""
@@ -82,21 +95,20 @@ class Ledger:
 
     def write_staged(self) -> None:
         """One write(2) for the records staged since the last one, then the answers that
-        waited for them."""
-        if not self._staged:
-            return
-        lines, records, after = self._staged_lines, self._staged, self._after
-        self._staged_lines, self._staged, self._after = [], [], []
-        try:
-            self.journal.append_many(lines, records)
-        except OSError as exc:  # disk full, journal removed: keep them in memory, insert directly
-            log.error("usage journal write failed (%s); %d records kept in memory", exc, len(records))
-            self._unjournaled.extend(records)
-        for fn in after:
+        waited for them, then the work put `after_answers`."""
+        self._scheduled = False
+        if self._staged:
+            lines, records, after = self._staged_lines, self._staged, self._after
+            self._staged_lines, self._staged, self._after = [], [], []
             try:
-                fn()
-            except Exception:
-                log.exception("releasing an answer after the journal write failed")
+                self.journal.append_many(lines, records)
+            except OSError as exc:  # disk full, journal removed: keep them in memory, insert directly
+                log.error("usage journal write failed (%s); %d records kept in memory", exc, len(records))
+                self._unjournaled.extend(records)
+            _run_all(after, "releasing an answer after the journal write failed")
+        if self._later:
+            later, self._later = self._later, []
+            _run_all(later, "work deferred after an answer failed")
 
     # --- background ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -193,6 +205,14 @@ class Ledger:
         await self.journal.close()
 
 
+def _run_all(fns: list[Callable[[], None]], what: str) -> None:
+    for fn in fns:
+        try:
+            fn()
+        except Exception:
+            log.exception(what)
+
+
 def _parse(data: bytes, name: str) -> list[UsageRecord]:
     records = []
     for n, line in enumerate(data.splitlines(), start=1):
@@ -221,8 +241,14 @@ class LedgerStage:
 
     async def on_complete(self, ctx: RequestContext) -> None:
         rec = record_from(ctx, self.cfg)
-        if self.ledger is not None:
+        if self.ledger is None:
+            self._observe(rec)
+        else:  # the record before the answer, the observers (log, trace, alerts) after it
             self.ledger.record(rec)
+            if self.observers:
+                self.ledger.after_answers(lambda: self._observe(rec))
+
+    def _observe(self, rec: UsageRecord) -> None:
         for observe in self.observers:
             try:
                 observe(rec)
