@@ -455,18 +455,38 @@ _REV: dict[str, str] = {}
 
 def use_revision(rev: str | None) -> str:
     """Returns what is measured: `work tree (<HEAD>+changes)` or `<rev> (<sha>)`."""
+    label, env = export_revision(rev)
+    _REV.update(env)
+    return label
+
+
+def export_revision(rev: str | None) -> tuple[str, dict[str, str]]:
+    """(what is measured, the environment that makes relaygate run it): the work tree when
+    `rev` is None, else src/ of that commit exported to a temp dir."""
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev or "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
     if not rev:
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
                                capture_output=True, text=True).stdout.strip()
-        return f"work tree ({head}{' + uncommitted changes in src/' if dirty else ''})"
+        return f"work tree ({head}{' + uncommitted changes in src/' if dirty else ''})", {}
     dest = Path(tempfile.mkdtemp(prefix="relaygate-src-"))
     atexit.register(shutil.rmtree, dest, True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", head, "src"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    _REV["PYTHONPATH"] = str(dest / "src")
-    return f"commit {head}"
+    return f"commit {head}", {"PYTHONPATH": str(dest / "src")}
+
+
+@contextlib.contextmanager
+def revision_env(env: dict[str, str]) -> Iterator[None]:
+    """relaygates started inside run the source `env` (from `export_revision`) points at."""
+    before = dict(_REV)
+    _REV.clear()
+    _REV.update(env)
+    try:
+        yield
+    finally:
+        _REV.clear()
+        _REV.update(before)
 
 
 def relaygate_argv() -> list[str]:

@@ -1,0 +1,98 @@
+"""Latency at a fixed rate, in rounds: one p99 from one 20 s window is a noisy figure
+(4,000 requests at 200/s, so the 40th slowest), so this runs several rounds and interleaves
+the targets within each round (upstream direct, the aiohttp pass-through, relaygate), so a
+noisy minute on the machine hits all of them alike. Prints every round and, per target, the
+median and the worst of the rounds.
+
+Load: wrk paced to Poisson arrivals (bench/harness.py WRK_PACE_LUA), timed in C from send
+to last byte. Pinning as in overhead.py: the target on core 1, wrk and nginx on core 0.
+
+    .venv/bin/python bench/tail.py [--rounds 5] [--rate 200] [--rate-seconds 20] [--rev HEAD]
+        [--against HEAD~1]   # before/after: both relaygates in the same rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as h  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rate", type=float, action="append", help="requests/s (repeatable; default 200)")
+    ap.add_argument("--rate-seconds", type=float, default=20)
+    ap.add_argument("--modes", default="json,stream", help="json, stream or both (comma-separated)")
+    ap.add_argument("--no-direct", action="store_true", help="skip the upstream-direct target")
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--rev", help="measure relaygate's src/ at this git revision instead of the work tree")
+    ap.add_argument("--against", metavar="REV",
+                    help="also measure relaygate at this revision, interleaved (a before/after comparison)")
+    args = ap.parse_args()
+    rates = args.rate or [200.0]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("json", "stream") for m in modes):
+        ap.error("--modes takes json, stream or json,stream")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    h.pin_self()
+    h.install_cleanup()
+    measured = h.use_revision(args.rev)
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with h.workdir(args.keep_tmp) as tmp:
+        up = h.start_nginx(tmp)
+        targets = ([] if args.no_direct else [h.direct(up)]) + [h.start_passthrough(tmp, up),
+                                                                 h.start_relaygate(tmp, up)]
+        if args.against:
+            label, env = h.export_revision(args.against)
+            with h.revision_env(env):
+                other = h.start_relaygate(tmp, up)
+            other.name = f"relaygate {label}"
+            targets.append(other)
+        total = args.rounds * len(rates) * len(modes) * len(targets)
+        done = 0
+        for rnd in range(1, args.rounds + 1):
+            for rate in rates:
+                for mode in modes:
+                    for t in targets:
+                        done += 1
+                        print(f"[{done}/{total}] round {rnd} {rate:.0f}/s {mode} {t.name}", file=sys.stderr,
+                              flush=True)
+                        r = h.wrk(tmp, t, mode == "stream", h.PACED_CONNECTIONS, args.rate_seconds, rate=rate)
+                        rows.append({"round": rnd, "rate": rate, "mode": mode, "target": t.name, **r.as_dict()})
+    doc = {"machine": h.machine(), "relaygate_source": measured, "against": args.against, "rate_seconds": args.rate_seconds,
+           "rows": rows, "elapsed_s": round(time.monotonic() - started, 1)}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return
+    m = doc["machine"]
+    print(f"# relaygate tail latency  {m['date']}  commit {m['commit']}  nproc {m['nproc']}  {m['cpu']}  "
+          f"Python {m['python']}")
+    print(f"relaygate {measured}; {args.rounds} rounds of {args.rate_seconds:.0f} s per target, mode and rate; "
+          f"wrk paced (-c{h.PACED_CONNECTIONS}, Poisson arrivals)\n")
+    print("| rate | mode | target | p50 ms per round | p99 ms per round | p99 median | p99 worst | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    names = list(dict.fromkeys(r["target"] for r in rows))
+    for rate in rates:
+        for mode in modes:
+            for name in names:
+                rs = [r for r in rows if r["rate"] == rate and r["mode"] == mode and r["target"] == name]
+                p50 = " ".join(f"{r['p50_ms']:.2f}" for r in rs)
+                p99 = [r["p99_ms"] for r in rs]
+                errs = sum(r["errors"] + r["non_2xx"] for r in rs)
+                print(f"| {rate:.0f} | {mode} | {name} | {p50} | {' '.join(f'{v:.2f}' for v in p99)} | "
+                      f"{statistics.median(p99):.2f} | {max(p99):.2f} | {errs} |")
+
+
+if __name__ == "__main__":
+    main()
