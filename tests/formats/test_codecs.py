@@ -303,6 +303,24 @@ def test_passthrough_ends_at_eof_after_a_finish_and_refuses_a_cut_or_broken_stre
     assert err.value.error_type == "server_error"
 
 
+
+@pytest.mark.parametrize("bad", [b'{"id": ', b"[1, 2]", b"null", b'{"a": 1}, {"b": 2}', b"1, 2", b""])
+def test_passthrough_checks_each_chunk_of_a_read_parsed_in_one_call(bad: bytes) -> None:
+    """Several chunks of one read are parsed together; one that is not a single chunk object
+    still fails the stream (502), wherever it stands in the read, and nothing before it is lost."""
+    good = b'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
+    for wire in (good + b"data: " + bad + b"\n\n" + good, b"data: " + bad + b"\n\n" + good + b"data: [DONE]\n\n"):
+        dec = openai.StreamPassthrough(True)
+        with pytest.raises(UpstreamError, match="malformed"):
+            dec.feed(wire)
+    whole = openai.StreamPassthrough(True)
+    events = whole.feed(good * 3 + b'data: {"id": "c1", "choices": [{"index": 0, "delta": {}, '
+                        b'"finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+    assert [type(e).__name__ for e in events] == ["StreamStart", "TextDelta", "StreamEnd"]
+    assert events[1].text == "HiHiHi" and whole.take().count(b"data: ") == 4
+    with pytest.raises(UpstreamError, match="overloaded"):
+        openai.StreamPassthrough(True).feed(good + b'data: {"error": {"message": "overloaded"}}\n\n' + good)
+
 def _anthropic_event(payload: dict[str, object]) -> bytes:
     return b"event: " + str(payload["type"]).encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
