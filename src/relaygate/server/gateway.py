@@ -39,8 +39,8 @@ class Gateway:
         self.route_stage = RouteStage(cfg)
         # Stage order (DESIGN §10); `on_complete` runs in reverse, so metrics sees all.
         self.recent = RecentRequests()
-        self.stages: list[Stage] = [MetricsStage(self.metrics, self.after_answers), self.recent, AuthStage(self.resolvers),
-                                    self.route_stage]
+        self.stages: list[Stage] = [MetricsStage(self.metrics, self.after_answers), self.recent,
+                                    AuthStage(self.resolvers), self.route_stage]
         self.call = CallStage(self.registry, self.router, Deadlines.from_config(cfg.timeouts))
         self.pipeline = Pipeline(self.stages, self.call)
         self.services: dict[str, Any] = {}
