@@ -478,7 +478,8 @@ def export_revision(rev: str | None) -> tuple[str, dict[str, str]]:
 
 @contextlib.contextmanager
 def revision_env(env: dict[str, str]) -> Iterator[None]:
-    """relaygates started inside run the source `env` (from `export_revision`) points at."""
+    """relaygates started inside run with `env` (from `export_revision`, plus any variables
+    of their own) instead of the revision chosen by `use_revision`."""
     before = dict(_REV)
     _REV.clear()
     _REV.update(env)

@@ -115,15 +115,10 @@ def gc_phase(tmp: Path, seconds: int) -> list[str]:
     up = h.start_nginx(tmp)
     for variant, freeze in (("as is", ""), ("gc.freeze() 3 s after start", "3")):
         probe = tmp / f"gc-{len(variant)}"
-        env_before = dict(h._REV)
-        h._REV["PYTHONPATH"] = ":".join(p for p in (str(h.BENCH / "gcprobe"), env_before.get("PYTHONPATH")) if p)
-        h._REV["RELAYGATE_GCPROBE_OUT"] = str(probe)
-        h._REV["RELAYGATE_GCPROBE_FREEZE"] = freeze
-        try:
+        path = ":".join(p for p in (str(h.BENCH / "gcprobe"), h._REV.get("PYTHONPATH")) if p)
+        with h.revision_env({**h._REV, "PYTHONPATH": path, "RELAYGATE_GCPROBE_OUT": str(probe),
+                             "RELAYGATE_GCPROBE_FREEZE": freeze}):
             t = h.start_relaygate(tmp, up)
-        finally:
-            h._REV.clear()
-            h._REV.update(env_before)
         time.sleep(5)
         h.wrk(tmp, t, False, 32, 2)
         before = _gc_read(probe)
