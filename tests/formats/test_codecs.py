@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from hypothesis import given
@@ -320,6 +322,36 @@ def test_passthrough_checks_each_chunk_of_a_read_parsed_in_one_call(bad: bytes) 
     assert events[1].text == "HiHiHi" and whole.take().count(b"data: ") == 4
     with pytest.raises(UpstreamError, match="overloaded"):
         openai.StreamPassthrough(True).feed(good + b'data: {"error": {"message": "overloaded"}}\n\n' + good)
+
+
+@pytest.mark.parametrize("make", [openai.StreamDecoder, lambda: openai.StreamPassthrough(True)])
+def test_stream_chunks_are_read_by_their_schema(make: Any) -> None:
+    """Chunks are decoded into the fields the gateway reads: unknown fields are ignored
+    (and still relayed byte for byte), a numeric string where a number belongs is taken,
+    a known field of the wrong type fails the stream naming where, and an error chunk's
+    error may be an object or a bare string."""
+    chunk = (b'{"id":"c1","model":"m","system_fingerprint":"fp","obfuscation":"x1",'
+             b'"choices":[{"index":0,"logprobs":null,"delta":{"role":"assistant","content":"Hi","refusal":null,'
+             b'"tool_calls":[{"index":"1","id":"t1","type":"function","function":{"name":"f","arguments":"{}"}}]},'
+             b'"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":"4"}}')
+    dec = make()
+    events = dec.feed(b"data: " + chunk + b"\n\ndata: " + chunk + b"\n\ndata: [DONE]\n\n")
+    assert [type(e).__name__ for e in events] == [
+        "StreamStart", "TextDelta", "ToolCallStart", "ToolCallDelta", "TextDelta", "ToolCallDelta", "StreamEnd"]
+    assert events[2].index == 1 and events[2].name == "f" and events[-1].stop_reason == "tool_use"
+    assert events[-1].usage.input_tokens == 3 and events[-1].usage.output_tokens == 4
+    if isinstance(dec, openai.StreamPassthrough):
+        assert dec.take() == b"data: " + chunk + b"\n\ndata: " + chunk + b"\n\n"
+    for wrong, where in [(b'"content":["a"]', "delta.content"), (b'"content":"a","tool_calls":{}', "tool_calls"),
+                         (b'"content":"a","tool_calls":[{"index":"x"}]', "index")]:
+        bad = b'{"id":"c1","choices":[{"delta":{' + wrong + b"}}]}"
+        for wire in (b"data: " + bad + b"\n\n", b'data: {"id":"c1","choices":[]}\n\ndata: ' + bad + b"\n\n"):
+            with pytest.raises(UpstreamError, match=f"malformed stream chunk.*{where}"):
+                make().feed(wire)
+    with pytest.raises(UpstreamError, match="slow down"):
+        make().feed(b'data: {"error": "slow down"}\n\n')
+    with pytest.raises(UpstreamError, match="upstream stream error"):
+        make().feed(b'data: {"error": null}\n\n')
 
 def _anthropic_event(payload: dict[str, object]) -> bytes:
     return b"event: " + str(payload["type"]).encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
