@@ -493,6 +493,9 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return sse_line(orjson.dumps(payload), name)
 
 
+MESSAGE_STOP = _event("message_stop", {"type": "message_stop"})  # a stream's last bytes
+
+
 class StreamEncoder:
     """Stream events -> Anthropic SSE bytes for a client (blocks opened and closed in order)."""
 
@@ -557,7 +560,7 @@ class StreamEncoder:
         return b""
 
     def close(self) -> bytes:
-        return _event("message_stop", {"type": "message_stop"})
+        return MESSAGE_STOP
 
     def error(self, err: GatewayError) -> bytes:
         return _event("error", error_envelope_dict(err))

@@ -471,12 +471,9 @@ class StreamDecoder:
                         out.append(TextDelta(delta.content))
                 else:
                     self._delta(delta, out)
-            self._finish(choice)
-
-    def _finish(self, choice: _Choice) -> None:
-        if choice.finish_reason:
-            self._finished = True
-            self._stop = FINISH_TO_STOP.get(choice.finish_reason, "end_turn")
+            if choice.finish_reason:
+                self._finished = True
+                self._stop = FINISH_TO_STOP.get(choice.finish_reason, "end_turn")
 
     def _chunk(self, data: bytes, out: list[StreamEvent], chunk: Any = _UNPARSED) -> _Chunk:
         """One chunk (`chunk`: already parsed by `_parse_all`); an error chunk is raised,
@@ -561,7 +558,12 @@ class StreamPassthrough(StreamDecoder):
                     text = []
                 out.append(StreamEnd(self._stop, self._usage))
                 break
-            chunk = self._chunk(data, out, parsed[i] if parsed is not None else _UNPARSED)
+            if parsed is None:
+                chunk = self._chunk(data, out)
+            else:  # the checks of `_chunk`, inline: this loop runs once per token
+                chunk = parsed[i]  # type: ignore[assignment]
+                if chunk.error is not msgspec.UNSET or not self._started:
+                    self._chunk(data, out, chunk)
             choices = chunk.choices
             if chunk.usage:
                 self._usage = parse_usage(chunk.usage)
@@ -579,10 +581,15 @@ class StreamPassthrough(StreamDecoder):
                             out.append(TextDelta("".join(text)))
                             text = []
                         self._delta(delta, out)
-                self._finish(choice)
+                if choice.finish_reason:
+                    self._finished = True
+                    self._stop = FINISH_TO_STOP.get(choice.finish_reason, "end_turn")
         if text:
             out.append(TextDelta("".join(text)))
         return out
+
+
+STREAM_DONE = b"data: [DONE]\n\n"  # a stream's last bytes
 
 
 class StreamEncoder:
@@ -633,7 +640,7 @@ class StreamEncoder:
         return b""  # reasoning has no place in the OpenAI chunk schema
 
     def close(self) -> bytes:
-        return b"data: [DONE]\n\n"
+        return STREAM_DONE
 
     def error(self, err: GatewayError) -> bytes:
         return sse_line(orjson.dumps({"error": error_body(err)}))

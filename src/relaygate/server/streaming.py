@@ -14,6 +14,7 @@ marked as estimated.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from decimal import Decimal
@@ -44,11 +45,6 @@ class StreamRelay:
         self.gw = gw
         self.ctx = ctx
         self.resp = resp
-        model = ctx.served.model if ctx.served else ctx.chat.model
-        self.encoder: Any = (
-            anthropic_fmt.StreamEncoder(model, ctx.request_id) if ctx.format == "anthropic"
-            else openai_fmt.StreamEncoder(model, ctx.chat.include_usage, ctx.request_id)
-        )
         route = ctx.state.get("route")
         self.abort_on_disconnect = getattr(route, "on_client_disconnect", "drain") == "abort"
         self.passthrough = ctx.stream.passthrough if ctx.stream else None
@@ -56,6 +52,16 @@ class StreamRelay:
         self.held = b""  # the last events, written with the end
         self.ended = False
         self.disconnected = False
+
+    @functools.cached_property
+    def encoder(self) -> Any:
+        """The client format's encoder: for every event, or, when the upstream's bytes are
+        relayed, only for the closing bytes and an error (so made when first needed)."""
+        ctx = self.ctx
+        model = ctx.served.model if ctx.served else ctx.chat.model
+        if ctx.format == "anthropic":
+            return anthropic_fmt.StreamEncoder(model, ctx.request_id)
+        return openai_fmt.StreamEncoder(model, ctx.chat.include_usage, ctx.request_id)
 
     async def run(self) -> None:
         ctx, stream = self.ctx, self.ctx.stream
@@ -84,7 +90,7 @@ class StreamRelay:
         await self.gw.pipeline.complete(ctx)
         last = self.held
         if self.ended and ctx.status == 200:
-            last += format_cost_comment(ctx) + self.encoder.close()
+            last += format_cost_comment(ctx) + closing_bytes(ctx.format)
         if not self.disconnected:
             try:  # the closing events and the end of the body in one write
                 await self.resp.write_eof(last)
@@ -134,6 +140,11 @@ class StreamRelay:
             await self.resp.write(data)
         except (ConnectionError, RuntimeError):
             self.disconnected = True
+
+
+def closing_bytes(client_format: str) -> bytes:
+    """A successful stream's last bytes in the client's format (no encoder needed for them)."""
+    return anthropic_fmt.MESSAGE_STOP if client_format == "anthropic" else openai_fmt.STREAM_DONE
 
 
 def format_cost(cost: Decimal | None) -> str:
