@@ -394,9 +394,10 @@ class _Chunk(msgspec.Struct, gc=False):
     error: Any = msgspec.UNSET  # present, even as null, on an error chunk
 
 
-# Typed decoding builds only what the decoders read: a 20-chunk read parses in about half
-# the time orjson takes to build every dict (bench/results/decode-*.txt). `strict=False`
-# keeps what the dict-based decoder tolerated ("index": "0").
+# Typed decoding builds only what the decoders read: a 20-chunk read parses in half the
+# time orjson takes to build every dict, and the benchmark stream's whole pass-through
+# decode takes 0.74x (bench/results/decode-2026-12-03-msgspec.txt). `strict=False` keeps
+# what the dict-based decoder tolerated ("index": "0").
 _CHUNK = msgspec.json.Decoder(_Chunk, strict=False)
 _CHUNKS = msgspec.json.Decoder(list[_Chunk], strict=False)
 _UNPARSED: Any = object()  # `_chunk`: the payload is still to be parsed
