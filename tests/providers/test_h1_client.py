@@ -8,6 +8,7 @@ import asyncio
 import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,59 @@ async def test_host_names_resolved_once_for_a_burst(raw: RawServer, t: HttpTrans
     assert lookups == ["localhost"]
     head = raw.requests[0]
     assert f"host: localhost:{raw.url.rsplit(':', 1)[1]}".encode() in head
+
+
+async def test_one_timer_per_deadline_and_none_left_after_the_exchange(raw: RawServer, t: HttpTransport,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream's reads all wait for its total deadline: one timer for it, not one per read;
+    a finished exchange leaves no timer behind (its pooled connection is reused after that
+    deadline has passed), and a stream that stalls still ends at the total deadline."""
+    async def trickle(_: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i in range(8):
+            data = b"data: %d\n\n" % i
+            w.write(b"%x\r\n%s\r\n" % (len(data), data))
+            await w.drain()
+            await asyncio.sleep(0.01)
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        return True
+
+    async def stall(_: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"9\r\ndata: 0\n\n\r\n")
+        await w.drain()
+        await asyncio.sleep(5)
+        return False
+
+    raw.replies["/sse"] = trickle
+    raw.replies["/ok"] = fixed(OK)
+    raw.replies["/stall"] = stall
+    loop = asyncio.get_running_loop()
+    armed: list[float] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if getattr(callback, "__name__", "") == "_timed_out":  # the client's deadlines only
+            armed.append(when)
+        return call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    short = Deadlines(connect_s=1.0, first_byte_s=0.3, total_s=0.4)
+    resp = await t.send(post(raw.url + "/sse", stream=True), short)
+    assert resp.chunks is not None
+    got = [c async for c in resp.chunks]
+    resp.release()
+    assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(8)) and len(got) >= 4
+    # the head's, the first chunk's (first-byte bound) and the total deadline's: not one per read
+    assert len(armed) <= 3 and len(set(armed)) == len(armed)
+    await asyncio.sleep(0.5)  # past every deadline of that exchange
+    assert (await t.send(post(raw.url + "/ok"), short)).status == 200
+    assert raw.connections == 1  # the pooled connection, reused, did not time out
+    stalled = await t.send(post(raw.url + "/stall", stream=True), short)
+    assert stalled.chunks is not None
+    started = loop.time()
+    assert await stalled.chunks.__anext__() == b"data: 0\n\n"
+    with pytest.raises(UpstreamError) as err:
+        await stalled.chunks.__anext__()
+    assert err.value.status == 504 and loop.time() - started < 1.0

@@ -94,9 +94,14 @@ class Connection(asyncio.Protocol):
         self.lost = False
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
+        # The deadline's timer, armed once per deadline: a stream's reads all wait for the
+        # same total deadline, and arming a timer per read cost ~1.5-4 us each
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = -1.0
         self._reset()
 
     def _reset(self) -> None:
+        self._disarm()
         self.status = 0
         self.headers: dict[str, str] = {}
         self.head_done = False
@@ -192,12 +197,22 @@ class Connection(asyncio.Protocol):
     def _finish(self, keep_alive: bool) -> None:
         self.complete = True
         self.keep_alive = keep_alive
+        self._disarm()
         self._wake()
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
+        self._disarm()
         self._wake()
+
+    def _disarm(self) -> None:
+        """No more waiting in this exchange: its deadline's timer goes (a pooled or closed
+        connection must neither time out later nor be held by the loop until then)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = -1.0
 
     def _wake(self) -> None:
         w = self.waiter
@@ -212,12 +227,14 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         if loop.time() >= deadline:
             raise ResponseTimeout()
+        if self._timer_at != deadline:
+            self._disarm()
+            self._timer = loop.call_at(deadline, self._timed_out)
+            self._timer_at = deadline
         self.waiter = loop.create_future()
-        timer = loop.call_at(deadline, self._timed_out)
         try:
             await self.waiter
         finally:
-            timer.cancel()
             self.waiter = None
         if self.error is not None:
             raise self.error
@@ -266,6 +283,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.lost = True
+        self._disarm()
         if self.transport is not None:
             self.transport.close()
 
