@@ -491,6 +491,16 @@ def revision_env(env: dict[str, str]) -> Iterator[None]:
         _REV.update(before)
 
 
+def start_relaygate_at(tmp: Path, up: Upstream, rev: str) -> Target:
+    """relaygate at another revision beside the one `use_revision` chose (a before/after
+    in the same rounds), named `relaygate commit <sha>`."""
+    label, env = export_revision(rev)
+    with revision_env(env):
+        t = start_relaygate(tmp, up)
+    t.name = f"relaygate {label}"
+    return t
+
+
 def relaygate_argv() -> list[str]:
     if _REV:
         return [str(VENV_BIN / "python"), "-m", "relaygate.cli"]

@@ -60,11 +60,7 @@ def main() -> None:
         targets = ([] if args.no_direct else [h.direct(up)]) + [h.start_passthrough(tmp, up),
                                                                  h.start_relaygate(tmp, up)]
         if args.against:
-            label, env = h.export_revision(args.against)
-            with h.revision_env(env):
-                other = h.start_relaygate(tmp, up)
-            other.name = f"relaygate {label}"
-            targets.append(other)
+            targets.append(h.start_relaygate_at(tmp, up, args.against))
         total = args.rounds * len(rates) * len(modes) * len(targets)
         done = 0
         for rnd in range(1, args.rounds + 1):

@@ -44,11 +44,7 @@ def main() -> None:
         up = h.start_slow_upstream(tmp, 0, chunk_ms=args.chunk_ms, chunks=args.chunks, name="tokens")
         targets = [h.start_passthrough(tmp, up), h.start_relaygate(tmp, up)]
         if args.against:
-            label, env = h.export_revision(args.against)
-            with h.revision_env(env):
-                other = h.start_relaygate(tmp, up)
-            other.name = f"relaygate {label}"
-            targets.append(other)
+            targets.append(h.start_relaygate_at(tmp, up, args.against))
         for t in targets:
             h.wrk(tmp, t, True, args.connections, 2)  # warm-up
         for rnd in range(1, args.rounds + 1):

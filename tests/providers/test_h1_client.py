@@ -145,10 +145,11 @@ async def test_fresh_connection_closed_without_an_answer_is_a_502(raw: RawServer
     assert raw.connections == 1  # not retried: the server may have acted on it
 
 
-async def test_stream_released_early_closes_its_connection(raw: RawServer, t: HttpTransport) -> None:
+def sse_events(n: int) -> Reply:
+    """A chunked event stream of `n` events, 10 ms apart, each in its own write."""
     async def events(_: bytes, w: asyncio.StreamWriter) -> bool:
         w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-        for i in range(3):
+        for i in range(n):
             data = b"data: %d\n\n" % i
             w.write(b"%x\r\n%s\r\n" % (len(data), data))
             await w.drain()
@@ -156,7 +157,11 @@ async def test_stream_released_early_closes_its_connection(raw: RawServer, t: Ht
         w.write(b"0\r\n\r\n")
         await w.drain()
         return True
-    raw.replies["/sse"] = events
+    return events
+
+
+async def test_stream_released_early_closes_its_connection(raw: RawServer, t: HttpTransport) -> None:
+    raw.replies["/sse"] = sse_events(3)
     resp = await t.send(post(raw.url + "/sse", stream=True), DEADLINES)
     assert resp.chunks is not None
     got = b"".join([c async for c in resp.chunks])
@@ -218,17 +223,6 @@ async def test_one_timer_per_deadline_and_none_left_after_the_exchange(raw: RawS
     """A stream's reads all wait for its total deadline: one timer for it, not one per read;
     a finished exchange leaves no timer behind (its pooled connection is reused after that
     deadline has passed), and a stream that stalls still ends at the total deadline."""
-    async def trickle(_: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-        for i in range(8):
-            data = b"data: %d\n\n" % i
-            w.write(b"%x\r\n%s\r\n" % (len(data), data))
-            await w.drain()
-            await asyncio.sleep(0.01)
-        w.write(b"0\r\n\r\n")
-        await w.drain()
-        return True
-
     async def stall(_: bytes, w: asyncio.StreamWriter) -> bool:
         w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
                 b"9\r\ndata: 0\n\n\r\n")
@@ -236,7 +230,7 @@ async def test_one_timer_per_deadline_and_none_left_after_the_exchange(raw: RawS
         await asyncio.sleep(5)
         return False
 
-    raw.replies["/sse"] = trickle
+    raw.replies["/sse"] = sse_events(8)
     raw.replies["/ok"] = fixed(OK)
     raw.replies["/stall"] = stall
     loop = asyncio.get_running_loop()
