@@ -707,7 +707,7 @@ def machine() -> dict[str, str]:
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
     # How fast this machine runs Python today, printed in every header: the same pass-through
-    # ran 7,276 req/s on one 2-vCPU VM and 2,543 on another of the same kind (190-240 us here
+    # ran 7,276 req/s on one 2-vCPU VM and 2,543 on another of the same kind (190-280 us here
     # on 2026-12-03), and every absolute figure moves with it.
     calib = min(timeit.repeat("sum(range(10000))", number=100, repeat=5)) / 100 * 1e6
     model = f"{model} (sum(range(10**4)) {calib:.0f} us)"

@@ -45,6 +45,8 @@ class StreamRelay:
         self.gw = gw
         self.ctx = ctx
         self.resp = resp
+        # the client format's encoder class; an instance only when something is encoded
+        self._encoder_type: Any = anthropic_fmt.StreamEncoder if ctx.format == "anthropic" else openai_fmt.StreamEncoder
         route = ctx.state.get("route")
         self.abort_on_disconnect = getattr(route, "on_client_disconnect", "drain") == "abort"
         self.passthrough = ctx.stream.passthrough if ctx.stream else None
@@ -59,7 +61,7 @@ class StreamRelay:
         relayed, only for the closing bytes and an error (so made when first needed)."""
         ctx = self.ctx
         model = ctx.served.model if ctx.served else ctx.chat.model
-        if ctx.format == "anthropic":
+        if self._encoder_type is anthropic_fmt.StreamEncoder:
             return anthropic_fmt.StreamEncoder(model, ctx.request_id)
         return openai_fmt.StreamEncoder(model, ctx.chat.include_usage, ctx.request_id)
 
@@ -90,7 +92,7 @@ class StreamRelay:
         await self.gw.pipeline.complete(ctx)
         last = self.held
         if self.ended and ctx.status == 200:
-            last += format_cost_comment(ctx) + closing_bytes(ctx.format)
+            last += format_cost_comment(ctx) + self._encoder_type.close()
         if not self.disconnected:
             try:  # the closing events and the end of the body in one write
                 await self.resp.write_eof(last)
@@ -140,11 +142,6 @@ class StreamRelay:
             await self.resp.write(data)
         except (ConnectionError, RuntimeError):
             self.disconnected = True
-
-
-def closing_bytes(client_format: str) -> bytes:
-    """A successful stream's last bytes in the client's format (no encoder needed for them)."""
-    return anthropic_fmt.MESSAGE_STOP if client_format == "anthropic" else openai_fmt.STREAM_DONE
 
 
 def format_cost(cost: Decimal | None) -> str:
