@@ -8,7 +8,8 @@ Phases, each with a freshly started target:
      latency at about --rate req/s (wrk paced to Poisson arrivals, as in bench/overhead.py);
      then a soak at --soak-rate for --soak-seconds (the open-loop Python client of
      bench/loadgen.py) with the target's RSS (process tree, /proc) at start, end and max
-  B  slow upstream (bench/slow_upstream.py, answers after --slow-ms): wrk -c<--concurrency>,
+  B  slow upstream (nginx with the echo module's `echo_sleep`, else bench/slow_upstream.py;
+     answers after --slow-ms): wrk -c<--concurrency>,
      throughput (ideal = concurrency / delay), p99 and errors. A closed-loop window counts
      no request still in flight at its end: each connection loses about one delay's worth,
      so the window (--slow-seconds, 30) bounds what even a perfect target can show at
@@ -112,7 +113,8 @@ def run_target(key: str, factory: Factory, args: argparse.Namespace) -> dict[str
         log(f"{t.name}: phase A (nginx)")
         res.update(phase_a(tmp, t, args))
         h.stop_all()
-        slow = h.start_slow_upstream(tmp, args.slow_ms)
+        slow = h.start_slow_nginx(tmp, args.slow_ms) or h.start_slow_upstream(tmp, args.slow_ms)
+        res["slow_upstream"] = slow.name
         t = factory(tmp, slow)
         log(f"{t.name}: phase B ({args.concurrency} connections, {args.slow_ms} ms upstream)")
         res.update(phase_b(tmp, t, args))
@@ -152,7 +154,8 @@ def tables(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{_r(rj['p99_ms'], d and d['rate_json']['p99_ms'])} | {fmt(rs['p50_ms'])} | {fmt(rs['p99_ms'])} | "
             f"{errs} | {max(x['foreign_cores'] for x in (mj, ms, rj, rs)):.2f} |")
     out.append("")
-    head = (f"| target | {args.concurrency} conns to a {args.slow_ms} ms upstream: req/s | x direct | p99 ms | "
+    slow = next((r["slow_upstream"] for r in results if "slow_upstream" in r), "slow upstream")
+    head = (f"| target | {args.concurrency} conns to a {args.slow_ms} ms upstream ({slow}): req/s | x direct | p99 ms | "
             f"errors (socket/non-2xx) | {args.streams} open streams: opened | stream errors | RSS idle MB | "
             f"RSS peak MB | soak RSS start -> end (max) MB | soak errors |")
     out += [head, "|---" * (head.count("|") - 1) + "|"]

@@ -335,6 +335,55 @@ def start_nginx(tmp: Path) -> Upstream:
     return Upstream("nginx", proc, port, f"http://{HOST}:{port}/v1", f"http://{HOST}:{port}/sse/v1")
 
 
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # Debian: libnginx-mod-http-echo
+NGINX_SLOW_CONF = """
+load_module {module};
+worker_processes 1;
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log error;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location = /v1/chat/completions {{
+            default_type application/json;
+            echo_sleep {delay_s};
+            echo -n '{completion}';
+        }}
+    }}
+}}
+"""
+
+
+def start_slow_nginx(tmp: Path, delay_ms: int) -> Upstream | None:
+    """nginx answering the fixed completion after `delay_ms` (the echo module's timer-based
+    `echo_sleep`; Debian's nginx-light ships it), or None where that module is missing.
+    Unlike bench/slow_upstream.py it is no limit itself: one nginx worker holds thousands of
+    sleeping requests for next to no CPU, so the ideal throughput is what it shows."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not ECHO_MODULE.exists():
+        return None
+    port = free_port()
+    d = tmp / "nginx-slow"
+    d.mkdir(parents=True, exist_ok=True)
+    completion = json.dumps(COMPLETION, separators=(",", ":"))
+    if "'" in completion or "$" in completion or "\\" in completion:  # nginx quoting, echo variables
+        raise ValueError("the fixed completion cannot be an nginx echo string")
+    (d / "nginx.conf").write_text(NGINX_SLOW_CONF.format(module=ECHO_MODULE, tmp=d, port=port,
+                                                          delay_s=delay_ms / 1000, completion=completion))
+    log = d / "nginx.log"
+    proc = spawn([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "nginx-error.log")],
+                 LOAD_CORE, log)
+    wait_http(f"http://{HOST}:{port}/v1/chat/completions", proc, log, 15, "POST", b"{}")
+    return Upstream("nginx echo_sleep", proc, port, f"http://{HOST}:{port}/v1", f"http://{HOST}:{port}/v1")
+
+
 def start_slow_upstream(tmp: Path, delay_ms: int, chunk_ms: int = 0, chunks: int = STREAM_CHUNKS,
                         name: str = "slow") -> Upstream:
     """bench/slow_upstream.py: answers after `delay_ms`; streams trickle one chunk per `chunk_ms`."""

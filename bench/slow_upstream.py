@@ -1,7 +1,9 @@
-"""A tiny OpenAI-shaped upstream that waits (nginx cannot): `/v1/chat/completions`
+"""A tiny OpenAI-shaped upstream that waits: `/v1/chat/completions`
 answers the fixed completion after --delay-ms; `/sse/v1/chat/completions` (or a request
 with "stream": true) sends its first chunk after --delay-ms and then one chunk every
---chunk-ms (a slow token stream, to hold many streams open).
+--chunk-ms (a slow token stream, to hold many streams open: what nginx cannot do). For a
+slow non-streaming answer compare.py prefers nginx's `echo_sleep` (harness.start_slow_nginx),
+which is no limit itself; this one is, on a slow machine.
 
     python bench/slow_upstream.py --port 8091 --delay-ms 500
 """
