@@ -108,6 +108,7 @@ def serve(cfg: GatewayConfig, workers: int = 1, config_path: Path | None = None)
             try:
                 _run_loop(cfg, reuse_port=True, config_path=config_path)
             finally:
+                logging.shutdown()  # os._exit skips atexit: the log writer's last lines first
                 os._exit(0)
         children.append(pid)
 
