@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import subprocess
@@ -109,6 +110,35 @@ def analyse(raw: Path, top: int) -> list[str]:
     return lines
 
 
+def thread_cpu(pid: int) -> dict[tuple[int, str], float]:
+    """CPU seconds (user + system) of each thread of `pid`, by (tid, name), from /proc."""
+    out: dict[tuple[int, str], float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[(int(tid), name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_lines(before: dict[tuple[int, str], float], after: dict[tuple[int, str], float],
+                 requests: int) -> list[str]:
+    """Each thread's share of the process's CPU over the window, from /proc: the check on
+    py-spy's 'by thread', which counts a thread blocked on a lock (aiosqlite's worker
+    waiting for work, a thread waiting for the GIL) as on CPU."""
+    used = {k: after[k] - before.get(k, 0.0) for k in after}
+    total = sum(used.values())
+    lines = ["  CPU by thread (/proc, not sampled):"]
+    for (tid, name), sec in sorted(used.items(), key=lambda kv: -kv[1]):
+        if sec > 0 and total > 0:
+            lines.append(f"    {100 * sec / total:5.1f}%  {name} ({tid}): {sec * 1e6 / max(requests, 1):,.1f} us/req")
+    return lines
+
+
 def gc_phase(tmp: Path, seconds: int) -> list[str]:
     """Collections per generation under wrk -c32 (json), as is and with gc.freeze()."""
     lines = [f"## garbage collection under wrk -t1 -c32 json for {seconds} s (gc.callbacks, bench/gcprobe)"]
@@ -190,7 +220,9 @@ def main() -> None:
                                 "--threads", "--nonblocking", "--rate", str(args.rate), "--duration",
                                 str(args.seconds), "-o", str(raw)], h.LOAD_CORE, log)
             time.sleep(1)
+            cpu0 = thread_cpu(t.proc.pid)
             w = h.wrk(tmp, t, stream, 32, args.seconds - 2)
+            cpu1 = thread_cpu(t.proc.pid)
             try:
                 spy_proc.wait(args.seconds + 30)
             except subprocess.TimeoutExpired:
@@ -201,6 +233,7 @@ def main() -> None:
             report.append(f"## {mode}: {w.rps:,.0f} req/s under profiling, CPU {w.cpu_us_per_req or 0:,.0f} us/req, "
                           f"p99 {w.p99_ms:.1f} ms, errors {w.errors + w.non_2xx}, other load "
                           f"{w.foreign_cores:.2f} cores")
+            report += thread_lines(cpu0, cpu1, w.requests)
             report += analyse(raw, args.top)
         if not args.no_gc:
             h.stop_all()
