@@ -263,7 +263,7 @@ class ForeignLoad:
 
 # ---------------------------------------------------------------------------- upstreams
 
-NGINX_CONF = """
+NGINX_CONF = """{preamble}
 worker_processes 1;
 daemon off;
 master_process off;
@@ -281,6 +281,11 @@ http {{
     keepalive_timeout 120s;
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
+{locations}
+    }}
+}}
+"""
+FAST_LOCATIONS = """
         location = /v1/chat/completions {{
             default_type application/json;
             return 200 '{completion}';
@@ -294,10 +299,14 @@ http {{
             etag off;
             error_page 405 =200 $uri;
         }}
-        location / {{ return 404 '{{"error":{{"message":"not found"}}}}'; }}
-    }}
-}}
-"""
+        location / {{ return 404 '{{"error":{{"message":"not found"}}}}'; }}"""
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # Debian: libnginx-mod-http-echo
+SLOW_LOCATIONS = """
+        location = /v1/chat/completions {{
+            default_type application/json;
+            echo_sleep {delay_s};
+            echo -n '{completion}';
+        }}"""
 
 
 @dataclass
@@ -316,49 +325,32 @@ class Upstream:
         return f"http://{HOST}:{self.port}"
 
 
-def start_nginx(tmp: Path) -> Upstream:
-    """nginx with a fixed chat completion at /v1 and a fixed SSE stream at /sse/v1,
-    one worker, no daemon, pinned to the load core."""
+def _run_nginx(d: Path, locations: str, preamble: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    """nginx with `locations` in its one server, config and logs in `d`: one worker, no
+    daemon, pinned to the load core. Returns once it answers."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
-    d = tmp / "nginx"
     d.mkdir(parents=True, exist_ok=True)
-    conf = NGINX_CONF.format(tmp=d, port=port, completion=json.dumps(COMPLETION, separators=(",", ":")))
-    sse = d / "www" / "sse" / "v1" / "chat" / "completions"
-    sse.parent.mkdir(parents=True, exist_ok=True)
-    sse.write_bytes(sse_body())
-    (d / "nginx.conf").write_text(conf)
+    (d / "nginx.conf").write_text(NGINX_CONF.format(preamble=preamble, tmp=d, port=port, locations=locations))
     log = d / "nginx.log"
     proc = spawn([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "nginx-error.log")],
                  LOAD_CORE, log)
     wait_http(f"http://{HOST}:{port}/v1/chat/completions", proc, log, 15, "POST", b"{}")
+    return proc, port
+
+
+def _completion_json() -> str:
+    return json.dumps(COMPLETION, separators=(",", ":"))
+
+
+def start_nginx(tmp: Path) -> Upstream:
+    """nginx with a fixed chat completion at /v1 and a fixed SSE stream at /sse/v1."""
+    d = tmp / "nginx"
+    sse = d / "www" / "sse" / "v1" / "chat" / "completions"
+    sse.parent.mkdir(parents=True, exist_ok=True)
+    sse.write_bytes(sse_body())
+    proc, port = _run_nginx(d, FAST_LOCATIONS.format(tmp=d, completion=_completion_json()))
     return Upstream("nginx", proc, port, f"http://{HOST}:{port}/v1", f"http://{HOST}:{port}/sse/v1")
-
-
-ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # Debian: libnginx-mod-http-echo
-NGINX_SLOW_CONF = """
-load_module {module};
-worker_processes 1;
-daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log error;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-    server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
-        location = /v1/chat/completions {{
-            default_type application/json;
-            echo_sleep {delay_s};
-            echo -n '{completion}';
-        }}
-    }}
-}}
-"""
 
 
 def start_slow_nginx(tmp: Path, delay_ms: int) -> Upstream | None:
@@ -366,21 +358,13 @@ def start_slow_nginx(tmp: Path, delay_ms: int) -> Upstream | None:
     `echo_sleep`; Debian's nginx-light ships it), or None where that module is missing.
     Unlike bench/slow_upstream.py it is no limit itself: one nginx worker holds thousands of
     sleeping requests for next to no CPU, so the ideal throughput is what it shows."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not ECHO_MODULE.exists():
         return None
-    port = free_port()
-    d = tmp / "nginx-slow"
-    d.mkdir(parents=True, exist_ok=True)
-    completion = json.dumps(COMPLETION, separators=(",", ":"))
+    completion = _completion_json()
     if "'" in completion or "$" in completion or "\\" in completion:  # nginx quoting, echo variables
         raise ValueError("the fixed completion cannot be an nginx echo string")
-    (d / "nginx.conf").write_text(NGINX_SLOW_CONF.format(module=ECHO_MODULE, tmp=d, port=port,
-                                                          delay_s=delay_ms / 1000, completion=completion))
-    log = d / "nginx.log"
-    proc = spawn([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "nginx-error.log")],
-                 LOAD_CORE, log)
-    wait_http(f"http://{HOST}:{port}/v1/chat/completions", proc, log, 15, "POST", b"{}")
+    locations = SLOW_LOCATIONS.format(delay_s=delay_ms / 1000, completion=completion)
+    proc, port = _run_nginx(tmp / "nginx-slow", locations, preamble=f"load_module {ECHO_MODULE};")
     return Upstream("nginx echo_sleep", proc, port, f"http://{HOST}:{port}/v1", f"http://{HOST}:{port}/v1")
 
 
