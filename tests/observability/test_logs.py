@@ -9,7 +9,7 @@ import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -32,9 +32,9 @@ class GatedStream(io.StringIO):
         return super().write(s)
 
 
-def in_thread(fn: object, timeout_s: float = 10.0) -> None:
+def in_thread(fn: Callable[[], object], timeout_s: float = 10.0) -> None:
     """Runs `fn` in a thread and fails the test if it has not returned by `timeout_s`."""
-    t = threading.Thread(target=fn, daemon=True)  # type: ignore[arg-type]
+    t = threading.Thread(target=fn, daemon=True)
     t.start()
     t.join(timeout_s)
     assert not t.is_alive(), "logging blocked"

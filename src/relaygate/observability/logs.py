@@ -127,7 +127,7 @@ class LineWriter:
                 if lines:
                     self.stream.write("\n".join(lines) + "\n")
                     self.stream.flush()
-            except (OSError, ValueError):  # stderr closed or gone: nothing left to tell
+            except Exception:  # stderr closed or gone: nowhere left to tell, and the thread must live on
                 pass
             for item in items:
                 if isinstance(item, threading.Event):
