@@ -15,6 +15,7 @@ ratios is the figure to trust, not one run of overhead.py.
     .venv/bin/python bench/tail.py [--rounds 5] [--rate 200] [--rate-seconds 20] [--rev HEAD]
         [--against HEAD~1]   # before/after: both relaygates in the same rounds
     .venv/bin/python bench/tail.py --rate 0 --rate-seconds 8 --no-direct   # throughput in rounds
+    .venv/bin/python bench/tail.py --rate 0 --no-direct --peers portkey,litellm   # and the peers
 """
 
 from __future__ import annotations
@@ -43,7 +44,16 @@ def main() -> None:
     ap.add_argument("--rev", help="measure relaygate's src/ at this git revision instead of the work tree")
     ap.add_argument("--against", metavar="REV",
                     help="also measure relaygate at this revision, interleaved (a before/after comparison)")
+    ap.add_argument("--peers", default="", help="also measure these peers, installed by bench/peers/setup.sh "
+                    "(portkey, litellm; comma-separated): with --rate 0, relaygate's ratio to each per round")
     args = ap.parse_args()
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    have = h.peers_available()
+    for peer in peers:
+        if peer not in have:
+            ap.error(f"--peers takes {', '.join(have)}, not {peer!r}")
+        if not have[peer]:
+            ap.error(f"{peer} is not installed: bash bench/peers/setup.sh")
     rates = args.rate or [200.0]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in ("json", "stream") for m in modes):
@@ -61,6 +71,7 @@ def main() -> None:
                                                                  h.start_relaygate(tmp, up)]
         if args.against:
             targets.append(h.start_relaygate_at(tmp, up, args.against))
+        targets += [h.start_portkey(tmp, up) if peer == "portkey" else h.start_litellm(tmp, up) for peer in peers]
         total = args.rounds * len(rates) * len(modes) * len(targets)
         done = 0
         for rnd in range(1, args.rounds + 1):
@@ -140,6 +151,15 @@ def throughput(rows: list[dict[str, Any]], modes: list[str], names: list[str]) -
             print(f"{mode}: {name} / pass-through req/s per round {' '.join(f'{x:.2f}' for x in rps)}x, "
                   f"median {statistics.median(rps):.2f}x; by CPU per request (pass-through's / relaygate's) "
                   f"{' '.join(f'{x:.2f}' for x in cpu)}x, median {statistics.median(cpu) if cpu else float('nan'):.2f}x")
+    for mode in modes:
+        mine = by.get((mode, "relaygate"), [])
+        for name in names:
+            if name.startswith(("relaygate", "direct")) or name == base or not mine:
+                continue
+            pairs = list(zip(mine, by.get((mode, name), []), strict=True))
+            rps = [a["rps"] / b["rps"] for a, b in pairs]
+            print(f"{mode}: relaygate / {name} req/s per round {' '.join(f'{x:.1f}' for x in rps)}x, "
+                  f"median {statistics.median(rps):.1f}x")
     print()
 
 
