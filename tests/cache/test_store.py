@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -101,7 +102,19 @@ async def test_lru_stays_within_its_byte_bound_and_evicts_least_recently_used() 
     for i in range(200):
         await store.put(k(digest=f"many{i}"), b"y" * (i * 7 % 1000), 60)
         assert store.bytes <= 14_000
-    assert store.bytes == sum(item.size for item in store._items.values())
+    assert store.bytes == sum(size for _, _, size in store._items.values())
+
+
+async def test_the_collector_stops_tracking_cached_entries() -> None:
+    """A full collection walks every object it tracks: entries it stopped tracking cost it
+    nothing, however big the cache grows."""
+    store = MemoryStore(10_000_000)
+    for i in range(100):
+        await store.put(k(tenant=f"t{i % 3}", digest=f"d{i}"), b"v" * 100, 60)
+    gc.collect()
+    assert len(store) == 100
+    assert not [key for key, entry in store._items.items() if gc.is_tracked(key) or gc.is_tracked(entry)]
+    assert await store.get(k(tenant="t1", digest="d1")) == b"v" * 100
 
 
 async def test_an_entry_larger_than_the_bound_is_not_stored() -> None:
