@@ -58,7 +58,8 @@ class StreamRelay:
     @functools.cached_property
     def encoder(self) -> Any:
         """The client format's encoder: for every event, or, when the upstream's bytes are
-        relayed, only for the closing bytes and an error (so made when first needed)."""
+        relayed, only for an error (so made when first needed; the closing bytes come from
+        the class, `_encoder_type.close()`)."""
         ctx = self.ctx
         model = ctx.served.model if ctx.served else ctx.chat.model
         if self._encoder_type is anthropic_fmt.StreamEncoder:
