@@ -99,7 +99,7 @@ async def test_event_filters() -> None:
 
 
 def _rec(rid: str, statuses: list[tuple[str, int]], degraded: bool = False) -> UsageRecord:
-    attempts = [AttemptUsage(p, "m", s, 10.0) for p, s in statuses]
+    attempts = tuple(AttemptUsage(p, "m", s, 10.0) for p, s in statuses)
     served = next((p for p, s in reversed(statuses) if s < 400), None)
     return UsageRecord(rid, time.time(), 200 if served else 503, provider=served, attempts=len(attempts),
                        attempt_list=attempts, degraded=degraded)

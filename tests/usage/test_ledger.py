@@ -5,6 +5,7 @@ hits and fallbacks included), the journal's replay, idempotent inserts, retentio
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import time
@@ -241,10 +242,32 @@ async def test_journal_line_is_written_before_flush_and_survives_close_without_d
 
 
 async def test_record_round_trips_through_json() -> None:
-    rec = record("x", attempt_list=[AttemptUsage("p", "m", 503, 1.5, message="boom")], metadata={"a": 1})
+    rec = record("x", attempt_list=(AttemptUsage("p", "m", 503, 1.5, message="boom"),), metadata={"a": 1})
     assert UsageRecord.from_json(rec.to_json()) == rec
     assert rec.cost_usd == Decimal("0.000001000")
     assert rec.event()["cost_usd"] == "0.000001000"
+
+
+def test_kept_records_leave_the_collector_next_to_nothing() -> None:
+    """A record stays in memory until its segment is flushed: as dataclasses, six tracked
+    objects each, which every collection of the youngest generation walked."""
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects(generation=0))
+        kept = []
+        for i in range(1000):
+            rec = record(f"r{i}", attempt_list=(AttemptUsage("p", "m", 200, 1.5, billed=True),),
+                         metadata={"user": "u"})
+            rec.to_json()
+            kept.append(rec)
+        tracked = len(gc.get_objects(generation=0)) - before
+    finally:
+        gc.enable()
+    assert tracked < 1.5 * len(kept), f"{tracked / len(kept):.1f} tracked objects per kept record"
+    assert not gc.is_tracked(kept[0]) and not gc.is_tracked(kept[0].attempt_list[0])
+    gc.collect()
+    assert not gc.is_tracked(kept[0].attempt_list)  # the tuple, once the collector has seen it
 
 
 async def test_retention_deletes_old_records(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from relaygate.state.db import Database
-from relaygate.usage.record import UsageRecord
+from relaygate.usage.record import UsageRecord, attempts_json
 
 MIGRATIONS = [
     """
@@ -69,7 +69,7 @@ GROUP_COLUMNS: dict[str, str] = {
 
 
 def _row(r: UsageRecord) -> tuple[Any, ...]:
-    attempts = orjson.dumps(r.attempt_list).decode()
+    attempts = attempts_json(r.attempt_list)
     return (
         r.request_id, float(r.ts), r.day, int(r.ts // 3600), r.key_id, r.key_name, r.team, r.org, r.user, r.thread, r.feature,
         orjson.dumps(r.metadata).decode(), r.format, r.requested_model, r.route, r.provider, r.provider_type,
