@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from relaygate.state.db import connect
-from relaygate.usage.alerts import AlertMonitor, UsageEvents, WebhookSender, signature
+from relaygate.usage.alerts import AlertMonitor, UsageEvents, WebhookSender, _Window, signature
 from relaygate.usage.config import AlertsConfig
 from relaygate.usage.record import AttemptUsage, UsageRecord
 from relaygate.usage.store import LedgerStore
@@ -118,6 +119,18 @@ async def test_error_and_fallback_rate_alerts_fire_once_per_cooldown() -> None:
     assert events.count("alert.error_rate") == 1 and events.count("alert.fallback_rate") == 1
     err = next(p for e, p in monitor.fired if e == "alert.error_rate")
     assert err["provider"] == "a" and err["rate"] > 0.3
+
+
+def test_rate_window_counts_the_last_window_in_constant_memory() -> None:
+    w = _Window()
+    for i in range(100_000):  # 100 requests a second for 1,000 s, every tenth one bad
+        w.add(1_000_000 + i / 100, i % 10 == 0, window_s=300)
+        assert len(w.buckets) <= 102
+    assert 30_000 <= w.total <= 30_300 and w.rate == pytest.approx(0.1, abs=0.001)
+    w.add(1_000_000 + 1000 + 299, True, window_s=300)  # only the last second's events (+ up to 3 s) remain
+    assert 100 < w.total <= 401 and 10 < w.bad <= 41
+    w.add(1_000_000 + 5000, False, window_s=300)
+    assert (w.total, w.bad, len(w.buckets)) == (1, 0, 1)
 
 
 async def test_spend_anomaly_against_trailing_baseline(tmp_path: Path) -> None:

@@ -144,24 +144,42 @@ def _host(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+_BUCKETS = 100  # per window: the rate is over the last `window_s` plus at most 1 % of it
+
+
 @dataclass(slots=True)
 class _Window:
-    """Outcomes of the last `window_s` seconds for one provider."""
+    """Outcomes of the last `window_s` seconds for one provider, counted in buckets of
+    1 % of the window: memory and work per request stay constant whatever the rate. (One
+    entry per request meant 600,000 tuples per window at 2,000 req/s over the default
+    300 s, and the collector walked each of them once.)"""
 
-    events: deque[tuple[float, bool]] = field(default_factory=deque)
+    buckets: deque[list[int]] = field(default_factory=deque)  # [bucket number, requests, bad]
+    total: int = 0
     bad: int = 0
     last_alert: float = float("-inf")
 
     def add(self, now: float, bad: bool, window_s: float) -> None:
-        self.events.append((now, bad))
+        width = window_s / _BUCKETS
+        number = int(now // width)
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == number:
+            last = buckets[-1]
+            last[1] += 1
+            last[2] += bad
+        else:
+            buckets.append([number, 1, int(bad)])
+        self.total += 1
         self.bad += bad
-        while self.events and self.events[0][0] < now - window_s:
-            _, old = self.events.popleft()
-            self.bad -= old
+        oldest = number - _BUCKETS - 1  # this bucket and older ones ended before the window began
+        while buckets[0][0] <= oldest:
+            _, n, old_bad = buckets.popleft()
+            self.total -= n
+            self.bad -= old_bad
 
     @property
     def rate(self) -> float:
-        return self.bad / len(self.events) if self.events else 0.0
+        return self.bad / self.total if self.total else 0.0
 
 
 class AlertMonitor:
@@ -208,10 +226,10 @@ class AlertMonitor:
             return
         w = windows.setdefault(provider, _Window())
         w.add(now, bad, cfg.window_s)
-        if (len(w.events) >= cfg.min_requests and w.rate > cfg.threshold and now - w.last_alert >= cfg.cooldown_s):
+        if (w.total >= cfg.min_requests and w.rate > cfg.threshold and now - w.last_alert >= cfg.cooldown_s):
             w.last_alert = now
             self._fire(event, {"provider": provider, "rate": round(w.rate, 4), "threshold": cfg.threshold,
-                               "requests": len(w.events), "window_s": cfg.window_s})
+                               "requests": w.total, "window_s": cfg.window_s})
 
     def _fire(self, event: str, payload: dict[str, Any]) -> None:
         self.fired.append((event, payload))
