@@ -752,3 +752,13 @@ def ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0 or a != a or b != b:
         return "-"
     return f"{a / b:.2f}x"
+
+
+def read_gc_probe(probe: Path, pid: int) -> dict[str, Any]:
+    """What bench/gcprobe wrote for the gateway process `pid`: collections and their time
+    per generation. (Other Python processes started with the same environment, such as the
+    one that creates the virtual key, write their files beside it.)"""
+    path = probe.parent / f"{probe.name}.{pid}"
+    if not path.exists():
+        raise RuntimeError(f"the gc probe wrote nothing for pid {pid}")
+    return json.loads(path.read_text())  # type: ignore[no-any-return]

@@ -151,11 +151,12 @@ def gc_phase(tmp: Path, seconds: int) -> list[str]:
             t = h.start_relaygate(tmp, up)
         time.sleep(5)
         h.wrk(tmp, t, False, 32, 2)
-        before = _gc_read(probe)
+        assert t.proc is not None
+        before = h.read_gc_probe(probe, t.proc.pid)
         since = time.monotonic()
         w = h.wrk(tmp, t, False, 32, seconds)
         time.sleep(1.5)
-        after = _gc_read(probe)
+        after = h.read_gc_probe(probe, t.proc.pid)
         lines.append(f"  {variant}: {w.rps:,.0f} req/s, p99 {w.p99_ms:.1f} ms, other load {w.foreign_cores:.2f} cores"
                      f", frozen objects {after.get('frozen', 0):,}")
         for g in ("0", "1", "2"):
@@ -167,18 +168,8 @@ def gc_phase(tmp: Path, seconds: int) -> list[str]:
             lines.append(f"    gen {g}: {n:5d} collections, {1000 * total:8.1f} ms in total "
                          f"({100 * total / seconds:4.1f} % of the time), longest {1000 * longest:6.1f} ms"
                          + (" (since start)" if g != "2" else ""))
-        assert t.proc is not None
         h.stop(t.proc)
     return lines
-
-
-def _gc_read(probe: Path) -> dict:  # type: ignore[type-arg]
-    import json
-
-    files = sorted(probe.parent.glob(probe.name + ".*[0-9]"))
-    if not files:
-        raise RuntimeError("the gc probe wrote nothing")
-    return json.loads(files[-1].read_text())  # type: ignore[no-any-return]
 
 
 def main() -> None:
