@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from relaygate.cache.store import AnswerStore, MemoryStore, RedisStore, StoreKey
+from relaygate.cache.store import AnswerStore, MemoryStore, RedisStore, StoreKey, entry_size
 
 
 class Clock:
@@ -88,33 +88,59 @@ async def test_memory_entries_expire_with_their_ttl() -> None:
 
 async def test_lru_stays_within_its_byte_bound_and_evicts_least_recently_used() -> None:
     evicted: list[int] = []
-    store = MemoryStore(14_000, on_evict=evicted.append)  # ~1.3 kB per 900-byte value
+    probe = MemoryStore(1 << 20)
+    await probe.put(k(digest="d0"), b"x" * 900, 60)
+    bound = int(probe.bytes * 10.5)  # room for ten such entries, not eleven
+    store = MemoryStore(bound, on_evict=evicted.append)
     for i in range(10):
         await store.put(k(digest=f"d{i}"), b"x" * 900, 60)
-    assert store.bytes <= 14_000 and len(store) == 10
+    assert store.bytes <= bound and len(store) == 10
     assert await store.get(k(digest="d0")) is not None  # d0 is now the most recent
     await store.put(k(digest="d10"), b"x" * 900, 60)
     await store.put(k(digest="d11"), b"x" * 900, 60)
-    assert store.bytes <= 14_000
+    assert store.bytes <= bound
     assert await store.get(k(digest="d0")) is not None
     assert await store.get(k(digest="d1")) is None and await store.get(k(digest="d2")) is None
     assert store.evictions == sum(evicted) == 2
     for i in range(200):
         await store.put(k(digest=f"many{i}"), b"y" * (i * 7 % 1000), 60)
-        assert store.bytes <= 14_000
-    assert store.bytes == sum(size for _, _, size in store._items.values())
+        assert store.bytes <= bound
+    assert store.bytes == sum(entry_size(name, value) for name, value in store._values.items())
 
 
-async def test_the_collector_stops_tracking_cached_entries() -> None:
-    """A full collection walks every object it tracks: entries it stopped tracking cost it
-    nothing, however big the cache grows."""
+async def test_stored_answers_leave_the_collector_nothing() -> None:
+    """An entry is a string, bytes and a float: storing answers allocates no container the
+    collector would count toward its next collection or walk in it (as tuples, two per
+    answer set off most young collections under load)."""
     store = MemoryStore(10_000_000)
-    for i in range(100):
-        await store.put(k(tenant=f"t{i % 3}", digest=f"d{i}"), b"v" * 100, 60)
+    keys = [k(tenant=f"t{i % 3}", digest=f"d{i}") for i in range(1000)]
+    values = [b"v" * 100 for _ in range(1000)]
     gc.collect()
-    assert len(store) == 100
-    assert not [key for key, entry in store._items.items() if gc.is_tracked(key) or gc.is_tracked(entry)]
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for key, value in zip(keys, values, strict=True):
+            store.put_now(key, value, 60)
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert len(store) == 1000
+    assert grown < 10, f"{grown} container objects for 1,000 stored answers"
     assert await store.get(k(tenant="t1", digest="d1")) == b"v" * 100
+
+
+async def test_tenants_and_routes_with_separators_in_their_names_stay_apart() -> None:
+    store = MemoryStore(1 << 20)
+    await store.put(StoreKey("a:b", "c", "d"), b"one", 60)
+    await store.put(StoreKey("a", "b:c", "d"), b"two", 60)
+    await store.put(StoreKey("1:1:a", "", "d"), b"three", 60)
+    assert await store.get(StoreKey("a:b", "c", "d")) == b"one"
+    assert await store.get(StoreKey("a", "b:c", "d")) == b"two"
+    assert await store.purge(tenant="a") == 1
+    assert await store.get(StoreKey("a:b", "c", "d")) == b"one"
+    assert await store.purge(route="") == 1
+    assert await store.purge(tenant="a:b", route="c") == 1
+    assert len(store) == 0
 
 
 async def test_an_entry_larger_than_the_bound_is_not_stored() -> None:
