@@ -1,6 +1,6 @@
 """Garbage collection under load, revisions side by side: relaygate at each revision in
 turn within every round (so a slow minute on the machine hits them alike), under
-wrk -t1 -c32 as fast as it answers, with bench/gcprobe timing every collection through
+wrk -t1 (32 connections unless told) as fast as it answers, with bench/gcprobe timing every collection through
 `gc.callbacks`. Prints per round and revision: req/s, CPU per request, p99, and the
 collections of each generation with the time they took.
 

@@ -36,11 +36,12 @@ def utc_day(day_number: int) -> str:
 
 
 # Both are msgspec structs with `gc=False`: the collector never tracks them. A record lives
-# in memory until its journal segment is flushed to the database (a second or more), and
-# as dataclasses each request left six tracked objects behind (the record, its attempts,
-# their `__dict__`s, the list): at 3,000 req/s they alone filled the youngest generation
-# (threshold 20,000, server/run.py) every 1.3 s, and every collection walked them all.
-# Now a record leaves one tuple, which the collector untracks the first time it sees it.
+# in memory until its journal segment is flushed to the database (a second or more). As
+# dataclasses each request left six containers until then (the record, its attempts, their
+# `__dict__`s, the list): they counted toward the youngest generation's next collection
+# (threshold 20,000, server/run.py), and every collection before the flush walked them.
+# Now a record leaves a tuple of attempts, which the collector untracks the first time it
+# sees it, and its metadata dict, which it never tracks (strings and numbers only).
 # Safe because a record never takes part in a reference cycle: it holds strings, numbers,
 # a tuple of attempts and the request's metadata (parsed JSON, which has no cycles).
 class AttemptUsage(msgspec.Struct, gc=False):
