@@ -139,9 +139,11 @@ class MemoryStore:
             self._drop(name)
 
     async def purge(self, tenant: str | None = None, route: str | None = None) -> int:
-        doomed = [name for name in self._values
-                  if (tenant is None or _tenant_route(name)[0] == tenant)
-                  and (route is None or _tenant_route(name)[1] == route)]
+        doomed = []
+        for name in self._values:
+            name_tenant, name_route = _tenant_route(name)
+            if (tenant is None or name_tenant == tenant) and (route is None or name_route == route):
+                doomed.append(name)
         for name in doomed:
             self._drop(name)
         return len(doomed)

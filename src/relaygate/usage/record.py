@@ -114,10 +114,7 @@ class UsageRecord(msgspec.Struct, gc=False):
 
     def to_json(self) -> bytes:
         """One journal line, newline included."""
-        buf = bytearray()
-        _ENCODER.encode_into(self, buf)
-        buf += b"\n"
-        return bytes(buf)
+        return _ENCODER.encode(self) + b"\n"
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> UsageRecord:
